@@ -1,0 +1,327 @@
+"""Experiment configuration: YAML → frozen dataclasses, strictly checked.
+
+``load(path, overrides=["train.lr=1e-3"])`` reads the YAML with ``yaml.safe_load`` only, applies
+dotted overrides, and converts every section into its dataclass. Unknown or misspelled keys are
+rejected with their dotted path and the nearest valid key; values are type checked (an ``int`` is
+accepted where a ``float`` is expected, nothing else is converted silently). The ``model`` section
+is parsed into the hyperparameter dataclass that the model registry holds for ``model.name``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from climml.errors import ConfigError, expected
+
+
+@dataclass(frozen=True)
+class NormalizeConfig:
+    """How inputs and target are standardized (statistics from the training split only)."""
+
+    dims: tuple[str, ...] = ("time",)  # dims reduced over: ("time",) = per grid point statistics
+    climatology: bool = False  # subtract a per-calendar-month mean first (anomalies)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where samples come from and how they are cut into windows."""
+
+    source: str = "synthetic.enso"  # a built-in source name or a path to .zarr / .nc
+    source_args: Mapping[str, Any] = field(default_factory=dict)
+    inputs: tuple[str, ...] = ("sst", "heat_content")
+    target: str = "nino34"
+    input_steps: int = 3  # time steps of input per sample
+    leads: tuple[int, ...] = (1, 3, 6)  # steps ahead of the last input step
+    splits: Mapping[str, tuple[str, str]] = field(
+        default_factory=lambda: {
+            "train": ("1870-01", "1939-12"),
+            "val": ("1940-01", "1954-12"),
+            "test": ("1955-01", "1969-12"),
+        }
+    )
+    gap: int = 0  # time steps skipped at the start of each later split
+    batch_size: int = 32
+    mask_channel: bool = True  # append a 1/0 channel marking valid (non-NaN) input cells
+    normalize: NormalizeConfig = NormalizeConfig()
+    num_classes: int | None = None  # segmentation / classification targets only
+    shuffle: bool = True
+    prefetch: int = 2  # batches prepared ahead on a background thread
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimizer, loss, schedule, stopping and checkpointing."""
+
+    optimizer: str = "adam"  # adam | adamw | sgd | rmsprop
+    lr: float = 1e-3
+    schedule: str = "constant"  # constant | cosine | warmup_cosine | exponential
+    warmup_steps: int = 0
+    decay_rate: float = 0.5  # exponential schedule: factor per `decay_steps`
+    decay_steps: int = 1000
+    weight_decay: float = 0.0  # adamw only
+    momentum: float = 0.9  # sgd / rmsprop
+    clip_norm: float | None = None  # clip gradients by global norm (exploding-gradient guard)
+    loss: str | Mapping[str, float] = "mse"  # a name, or {name: weight} to combine several
+    huber_delta: float = 1.0
+    class_weights: tuple[float, ...] | None = None
+    epochs: int = 20
+    patience: int | None = 5  # early stopping on validation loss; None = never stop early
+    checkpoint_every: int = 50  # optimizer steps between checkpoints (also saved each epoch)
+    keep_checkpoints: int = 2
+    devices: int | None = 1  # data-parallel devices; None = all local devices
+
+
+@dataclass(frozen=True)
+class ExplainConfig:
+    """Permutation importance of the inputs on a trained run."""
+
+    enabled: bool = False
+    n_repeats: int = 5
+    multipass: bool = True
+    max_passes: int | None = None
+    score: str = "rmse"
+    max_samples: int | None = 2000
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """What is scored after training, on which split, against which baselines."""
+
+    task: str = "regression"  # regression | segmentation | reconstruction
+    split: str = "test"
+    baselines: tuple[str, ...] = ("persistence", "climatology")
+    metrics: tuple[str, ...] = ("rmse", "mae", "acc")
+    explain: ExplainConfig = ExplainConfig()
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """What a run writes into its working directory."""
+
+    workdir: str = "runs/default"
+    save_predictions: bool = True
+    plots: bool = True
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole experiment. ``model`` is the registered dataclass of ``model.name``."""
+
+    model: Any
+    seed: int = 0
+    data: DataConfig = DataConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+    output: OutputConfig = OutputConfig()
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load(path: str | Path, overrides: Sequence[str] = ()) -> Config:
+    """Read a YAML config, apply ``key.path=value`` overrides, return a checked ``Config``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(expected("config", "an existing YAML file", str(path)))
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: invalid YAML ({str(err).splitlines()[0]})") from None
+    return from_dict(raw or {}, overrides)
+
+
+def from_dict(raw: Mapping[str, Any], overrides: Sequence[str] = ()) -> Config:
+    """Build a checked ``Config`` from plain data (as ``yaml.safe_load`` returns it)."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError(expected("config", "a mapping of sections", type(raw).__name__))
+    raw = _deep_copy(raw)
+    for item in overrides:
+        _apply_override(raw, item)
+    return _convert_config(raw)
+
+
+def _deep_copy(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _deep_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_deep_copy(v) for v in value]
+    return value
+
+
+def _apply_override(raw: dict, item: str) -> None:
+    """Set ``a.b.c=value`` in ``raw``; the value is parsed as YAML (``1e-3`` as a float)."""
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(expected("--set", "KEY=VALUE (e.g. train.lr=1e-3)", repr(item)))
+    parts = key.strip().split(".")
+    node = raw
+    for depth, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            where = ".".join(parts[: depth + 1])
+            raise ConfigError(expected(f"--set {key}", f"{where} to be a section", repr(child)))
+        node = child
+    node[parts[-1]] = _parse_scalar(text)
+
+
+def _parse_scalar(text: str) -> Any:
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string; numbers win here
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _convert_config(raw: dict) -> Config:
+    from climml.models import registry  # deferred: importing flax is only needed for models
+
+    raw = dict(raw)
+    model_raw = raw.pop("model", None)
+    if not isinstance(model_raw, Mapping) or "name" not in model_raw:
+        raise ConfigError(expected("model.name", f"one of {registry.names()}", "nothing"))
+    model = _convert(model_raw, registry.config_class(str(model_raw["name"])), "model")
+    rest = _convert(raw, _ConfigRest, "")
+    return Config(model=model, **{f.name: getattr(rest, f.name) for f in dataclasses.fields(rest)})
+
+
+@dataclass(frozen=True)
+class _ConfigRest:
+    """``Config`` without the model section, so the generic converter can check it."""
+
+    seed: int = 0
+    data: DataConfig = DataConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+    output: OutputConfig = OutputConfig()
+
+
+def _convert(value: Any, hint: Any, path: str) -> Any:
+    """Check ``value`` against type ``hint`` and convert containers; ConfigError on mismatch."""
+    if dataclasses.is_dataclass(hint):
+        return _convert_dataclass(value, hint, path)
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if hint is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        return _convert_union(value, args, path)
+    if origin is tuple:
+        return _convert_tuple(value, args, path)
+    if origin in (Mapping, dict):
+        if not isinstance(value, Mapping):
+            raise ConfigError(expected(path, "a mapping", repr(value)))
+        return {str(k): _convert(v, args[1], f"{path}.{k}") for k, v in value.items()}
+    return _convert_scalar(value, hint, path)
+
+
+def _convert_union(value: Any, args: tuple, path: str) -> Any:
+    if value is None and type(None) in args:
+        return None
+    for arg in args:
+        if arg is type(None):
+            continue
+        try:
+            return _convert(value, arg, path)
+        except ConfigError:
+            continue  # try the next member of the union
+    names = " or ".join(_type_name(a) for a in args)
+    raise ConfigError(expected(path, names, repr(value)))
+
+
+def _convert_tuple(value: Any, args: tuple, path: str) -> tuple:
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence):
+        if len(args) == 2 and args[1] is Ellipsis:  # allow a scalar for a one-element list
+            value = [value]
+        else:
+            raise ConfigError(expected(path, "a list", repr(value)))
+    if len(args) == 2 and args[1] is Ellipsis:
+        return tuple(_convert(v, args[0], f"{path}[{i}]") for i, v in enumerate(value))
+    if len(value) != len(args):
+        raise ConfigError(expected(path, f"a list of {len(args)} items", repr(value)))
+    return tuple(_convert(v, a, f"{path}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+
+
+def _convert_scalar(value: Any, hint: type, path: str) -> Any:
+    if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if hint is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if hint is bool and isinstance(value, bool):
+        return value
+    if hint is str and isinstance(value, str | int | float) and not isinstance(value, bool):
+        return str(value)  # YAML reads dates such as 1950-01 as strings or ints
+    raise ConfigError(expected(path, _type_name(hint), repr(value)))
+
+
+def _convert_dataclass(value: Any, cls: type, path: str) -> Any:
+    if not isinstance(value, Mapping):
+        raise ConfigError(expected(path or "config", "a mapping", repr(value)))
+    hints = typing.get_type_hints(cls)
+    valid = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, item in value.items():
+        where = f"{path}.{key}" if path else str(key)
+        if key not in valid:
+            near = difflib.get_close_matches(str(key), valid, n=1)
+            hint = f" (did you mean '{near[0]}'?)" if near else f" (valid keys: {', '.join(valid)})"
+            raise ConfigError(f"{where}: unknown key{hint}")
+        kwargs[key] = _convert(item, hints[key], where)
+    return cls(**kwargs)
+
+
+def _type_name(hint: Any) -> str:
+    if hint is type(None):
+        return "null"
+    return getattr(hint, "__name__", str(hint))
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def to_dict(cfg: Any) -> Any:
+    """Plain YAML-able data (tuples → lists) of a config or any of its sections."""
+    if dataclasses.is_dataclass(cfg):
+        return {f.name: to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    if isinstance(cfg, Mapping):
+        return {k: to_dict(v) for k, v in cfg.items()}
+    if isinstance(cfg, tuple | list):
+        return [to_dict(v) for v in cfg]
+    return cfg
+
+
+def dump(cfg: Config) -> str:
+    """The resolved config as YAML text (what a run writes to ``config.yaml``)."""
+    data = to_dict(cfg)
+    data = {"seed": data.pop("seed"), **data}
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+def differences(a: Config, b: Config, *, ignore: Sequence[str] = ("output",)) -> list[str]:
+    """Dotted keys whose values differ between two configs (sections in ``ignore`` skipped)."""
+    flat_a, flat_b = _flatten(to_dict(a)), _flatten(to_dict(b))
+    keys = sorted(set(flat_a) | set(flat_b))
+    return [k for k in keys if k.split(".")[0] not in ignore and flat_a.get(k) != flat_b.get(k)]
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(data, Mapping):
+        return {prefix: data}
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out

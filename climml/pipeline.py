@@ -1,0 +1,215 @@
+"""The stages of an experiment: prepare data → train → evaluate (→ explain) → report.
+
+Every stage is a function of the config and a working directory, so the CLI, notebooks and batch
+jobs run the same code. ``run`` chains them and is resumable: training continues from the last
+checkpoint in ``workdir``, and the resolved config written there guards against resuming with a
+different experiment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+import xarray as xr
+from flax import nnx
+
+from climml import config as config_mod
+from climml import data as cdata
+from climml import models
+from climml.config import Config
+from climml.errors import ConfigError, expected
+from climml.train.loop import FitResult, fit, load_best
+
+
+@dataclass
+class Experiment:
+    """A config with its data prepared: normalized (lazy) dataset, statistics and split anchors."""
+
+    cfg: Config
+    raw: xr.Dataset  # as loaded, physical units
+    dataset: xr.Dataset  # normalized, still lazy
+    normalizer: Any  # climml.data.Normalizer fitted on the training split
+    anchors: dict[str, np.ndarray]
+
+    @property
+    def time(self) -> np.ndarray:
+        return self.raw["time"].values
+
+    def loader(self, split: str, *, training: bool = False) -> Any:
+        """A ``WindowLoader`` over ``split``; shuffled only for training."""
+        d = self.cfg.data
+        if split not in self.anchors:
+            raise ConfigError(expected("eval.split", f"one of {sorted(self.anchors)}", split))
+        return cdata.WindowLoader(
+            self.dataset, inputs=list(d.inputs), target=d.target, input_steps=d.input_steps,
+            leads=list(d.leads), anchors=self.anchors[split], batch_size=d.batch_size,
+            shuffle=training and d.shuffle, seed=self.cfg.seed, drop_last=False,
+            mask_channel=d.mask_channel, prefetch=d.prefetch,
+        )
+
+    @property
+    def spec(self) -> models.IOSpec:
+        spec = self.loader("train").spec
+        if self.cfg.data.num_classes is None:
+            return spec
+        return models.IOSpec(spec.input_shape, spec.output_shape, self.cfg.data.num_classes)
+
+
+def prepare(cfg: Config) -> Experiment:
+    """Load and validate the source, split it in time, fit the normalizer on the training split."""
+    d = cfg.data
+    raw = cdata.load_source(d.source, **dict(d.source_args))
+    cdata.validate_dataset(raw, variables=[*d.inputs, d.target], dims=("time",))
+    if "train" not in d.splits:
+        raise ConfigError(expected("data.splits", "a 'train' split", sorted(d.splits)))
+    if min(d.leads, default=-1) < 0 or d.input_steps < 1:
+        raise ConfigError(expected("data.leads / data.input_steps", ">= 0 / >= 1",
+                                   (d.leads, d.input_steps)))
+    anchors = cdata.split_anchors(raw.indexes["time"], dict(d.splits), input_steps=d.input_steps,
+                                  max_lead=max(d.leads), gap=d.gap)
+    variables = list(dict.fromkeys(d.inputs))
+    if d.num_classes is None and d.target not in variables:
+        variables.append(d.target)  # class labels are never normalized
+    norm = cdata.Normalizer.fit(raw, variables=variables, dims=d.normalize.dims,
+                                climatology=d.normalize.climatology, time_range=tuple(d.splits["train"]))
+    normalized = norm.apply(raw[variables])
+    if d.target not in variables:
+        normalized[d.target] = raw[d.target]
+    return Experiment(cfg, raw, normalized, norm, anchors)
+
+
+def build_model(exp: Experiment) -> nnx.Module:
+    """The configured model, initialized from ``cfg.seed``."""
+    seed = exp.cfg.seed
+    return models.build(exp.cfg.model, exp.spec, nnx.Rngs(params=seed, dropout=seed + 1))
+
+
+def train(cfg: Config, workdir: str | Path, exp: Experiment | None = None) -> FitResult:
+    """Train (or resume training) into ``workdir``; writes config, normalizer and history."""
+    exp = exp or prepare(cfg)
+    workdir = _init_workdir(cfg, workdir)
+    exp.normalizer.to_dataset().to_netcdf(workdir / "normalizer.nc")
+    result = fit(build_model(exp), exp.loader("train", training=True), exp.loader("val"),
+                 cfg.train, seed=cfg.seed, workdir=workdir, progress=cfg.output.progress)
+    write_json(workdir / "history.json", result.history)
+    return result
+
+
+def trained_model(exp: Experiment, workdir: str | Path) -> TrainedModel:
+    """The best parameters saved in ``workdir`` wrapped with the baselines' predict interface."""
+    model = build_model(exp)
+    loader = exp.loader("train")
+    result = load_best(model, exp.cfg.train, Path(workdir), steps_per_epoch=len(loader),
+                       batch_size=loader.batch_size)
+    return TrainedModel(model, result)
+
+
+class TrainedModel:
+    """``predict(batch) -> (B, *output_shape)`` with the trained parameters (jitted once)."""
+
+    name = "model"
+
+    def __init__(self, model: nnx.Module, result: FitResult):
+        from climml.train.steps import graphdefs, make_predict
+
+        self.params, self.rest, self.history = result.params, result.rest, result.history
+        self.eval_def = graphdefs(model)[1]
+        self._predict = make_predict(self.eval_def)
+
+    def predict(self, batch: Any) -> np.ndarray:
+        return np.asarray(self._predict(self.params, self.rest, batch.x))
+
+    def predict_fn(self):
+        """A pure ``f(x) -> prediction`` for explanations and saliency."""
+        return lambda x: self._predict(self.params, self.rest, x)
+
+
+def evaluate(cfg: Config, workdir: str | Path, exp: Experiment | None = None) -> dict:
+    """Score the trained model and baselines on ``cfg.eval.split``; writes metrics.json etc."""
+    from climml import tasks
+
+    exp = exp or prepare(cfg)
+    workdir = Path(workdir)
+    metrics = tasks.get(cfg.eval.task).evaluate(exp, trained_model(exp, workdir), workdir)
+    write_json(workdir / "metrics.json", metrics)
+    return metrics
+
+
+@dataclass
+class RunResult:
+    """What ``run`` produced: the working directory, the metrics and the training history."""
+
+    workdir: Path
+    metrics: dict
+    history: list[dict]
+
+
+def run(cfg: Config, workdir: str | Path | None = None) -> RunResult:
+    """Train → evaluate → report in ``workdir`` (default ``cfg.output.workdir``); resumable."""
+    workdir = Path(workdir or cfg.output.workdir)
+    exp = prepare(cfg)  # all config and data errors surface before anything is written
+    result = train(cfg, workdir, exp)
+    metrics = evaluate(cfg, workdir, exp)
+    if cfg.output.plots:
+        from climml.viz.plots import plot_loss_curve
+
+        plot_loss_curve(result.history, workdir / "loss_curve.png")
+    return RunResult(workdir, metrics, result.history)
+
+
+# --------------------------------------------------------------------------- files
+
+
+def _init_workdir(cfg: Config, workdir: str | Path) -> Path:
+    """Create ``workdir`` and write ``config.yaml``; refuse a workdir of another experiment."""
+    workdir = Path(workdir)
+    saved = workdir / "config.yaml"
+    if saved.is_file():
+        previous = config_mod.load(saved)
+        changed = config_mod.differences(previous, cfg)
+        if changed:
+            raise ConfigError(
+                f"{workdir}: holds a run with a different config (differs at {', '.join(changed)});"
+                " use another --workdir"
+            )
+    workdir.mkdir(parents=True, exist_ok=True)
+    write_text(saved, config_mod.dump(cfg))
+    return workdir
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write ``text`` atomically: a killed job never leaves a truncated file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, data: Any) -> None:
+    write_text(path, json.dumps(data, indent=2, default=_json_default) + "\n")
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic | jax.Array):
+        return np.asarray(value).item()
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+def predict(cfg: Config, workdir: str | Path, *, split: str = "test",
+            output: str | Path | None = None) -> Path:
+    """Write the trained model's forecasts for ``split`` to a zarr store (regression tasks)."""
+    from climml.tasks.regression import collect, to_dataset
+
+    exp = prepare(cfg)
+    model = trained_model(exp, workdir)
+    outputs = collect(exp.loader(split), [model])
+    path = Path(output) if output else Path(workdir) / f"predictions_{split}.zarr"
+    to_dataset(exp, {"model": outputs["model"]}, outputs["anchor"]).to_zarr(path, mode="w")
+    return path

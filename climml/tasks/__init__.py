@@ -1,0 +1,22 @@
+"""Task-specific evaluation: what a trained model is scored on and what a run writes.
+
+Each task module provides ``evaluate(exp, model, workdir) -> metrics`` returning
+``{"<predictor>": {"<metric>": {"<key>": value}}}`` (keys are leads, classes, ...) and writing its
+predictions and figures into ``workdir``.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from climml.errors import ConfigError, expected
+from climml.tasks import regression
+
+TASKS: dict[str, ModuleType] = {"regression": regression}
+
+
+def get(name: str) -> ModuleType:
+    """The task module called ``name`` (ConfigError naming ``eval.task`` if unknown)."""
+    if name not in TASKS:
+        raise ConfigError(expected("eval.task", f"one of {sorted(TASKS)}", repr(name)))
+    return TASKS[name]

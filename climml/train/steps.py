@@ -1,0 +1,96 @@
+"""Pure jitted train / eval / predict steps over the functional (``nnx.split``) form of a model.
+
+A model is split once into ``graphdef`` (static structure; train and eval modes differ, e.g. for
+dropout) and a ``TrainState`` pytree. Steps are pure functions of ``(state, batch, key)``, so they
+can be jitted once per run, sharded over devices, and checkpointed as plain arrays.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+# Batch fields the steps consume; the rest (anchors, history) stay on the host.
+STEP_FIELDS = ("x", "y", "y_valid", "weight")
+
+
+class TrainState(NamedTuple):
+    """Everything that changes during training, as a pytree of arrays."""
+
+    params: nnx.State  # trainable parameters
+    rest: nnx.State  # other variables: batch statistics, RNG streams
+    opt_state: optax.OptState
+    step: jax.Array  # int32 scalar: optimizer steps taken
+
+
+def step_batch(batch: Any) -> dict[str, Any]:
+    """The arrays of a loader ``Batch`` that the jitted steps need."""
+    return {name: getattr(batch, name) for name in STEP_FIELDS}
+
+
+def init_state(model: nnx.Module, tx: optax.GradientTransformation) -> TrainState:
+    """Split ``model`` into a fresh ``TrainState`` with optimizer state for ``tx``."""
+    _, params, rest = nnx.split(model, nnx.Param, ...)
+    return TrainState(params, rest, tx.init(params), jnp.zeros((), jnp.int32))
+
+
+def graphdefs(model: nnx.Module) -> tuple[Any, Any]:
+    """Static structure of ``model`` in train mode and in eval mode (dropout off etc.)."""
+    model.train()
+    train_def = nnx.split(model, nnx.Param, ...)[0]
+    model.eval()
+    eval_def = nnx.split(model, nnx.Param, ...)[0]
+    return train_def, eval_def
+
+
+def make_train_step(
+    train_def: Any,
+    loss_fn: Callable[[jax.Array, Mapping[str, jax.Array]], jax.Array],
+    tx: optax.GradientTransformation,
+) -> Callable[[TrainState, Mapping[str, jax.Array], jax.Array], tuple[TrainState, jax.Array]]:
+    """``train_step(state, batch, key) -> (state, loss)``: one jitted optimizer update."""
+
+    def loss_and_rest(params, rest, batch, key):
+        model = nnx.merge(train_def, params, rest)
+        nnx.reseed(model, dropout=key)  # dropout masks depend only on (seed, step)
+        loss = loss_fn(model(batch["x"]), batch)
+        return loss, nnx.split(model, nnx.Param, ...)[2]
+
+    @jax.jit
+    def train_step(state: TrainState, batch, key):
+        grad_fn = jax.value_and_grad(loss_and_rest, has_aux=True)
+        (loss, rest), grads = grad_fn(state.params, state.rest, batch, key)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        return TrainState(params, rest, opt_state, state.step + 1), loss
+
+    return train_step
+
+
+def make_eval_step(
+    eval_def: Any, loss_fn: Callable[[jax.Array, Mapping[str, jax.Array]], jax.Array]
+) -> Callable[[nnx.State, nnx.State, Mapping[str, jax.Array]], tuple[jax.Array, jax.Array]]:
+    """``eval_step(params, rest, batch) -> (loss * n, n)`` with ``n`` real samples in the batch."""
+
+    @jax.jit
+    def eval_step(params, rest, batch):
+        pred = nnx.merge(eval_def, params, rest)(batch["x"])
+        n = jnp.sum(batch["weight"])
+        return loss_fn(pred, batch) * n, n
+
+    return eval_step
+
+
+def make_predict(eval_def: Any) -> Callable[[nnx.State, nnx.State, jax.Array], jax.Array]:
+    """``predict(params, rest, x) -> model output`` in eval mode, jitted."""
+
+    @jax.jit
+    def predict(params, rest, x):
+        return nnx.merge(eval_def, params, rest)(x)
+
+    return predict
