@@ -1,0 +1,94 @@
+"""One pass of permutation importance, evaluated for all candidates at once with ``jax.vmap``.
+
+A pass scores a stack of candidate masks. Candidate ``c`` is the input with every feature marked
+in ``masks[c]`` taken from another sample (``x[perm]``), all other features left intact. The
+same permutation is shared by all candidates of a repeat: the candidates' scores are then paired
+(common random numbers), so the differences between candidates, which decide the ranking, carry
+less permutation noise than the scores themselves.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+PredictFn = Callable[[jax.Array], jax.Array]
+ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
+PassFn = Callable[..., tuple[jax.Array, jax.Array]]
+
+
+def _permuted(x: jax.Array, x_shuffled: jax.Array, mask: jax.Array, axis: int) -> jax.Array:
+    """``x`` with the features where ``mask`` (F,) is true taken from ``x_shuffled``."""
+    shape = [1] * x.ndim
+    shape[axis] = mask.shape[0]
+    return jnp.where(mask.reshape(shape), x_shuffled, x)
+
+
+def _score_and_bootstrap(score_fn: ScoreFn, pred: jax.Array, y: jax.Array, boot_idx: Any):
+    """The score on all samples and on each bootstrap resample ``boot_idx`` (B, N) → (), (B,)."""
+    score = score_fn(pred, y)
+    if boot_idx is None:
+        return score, jnp.zeros((0,), score.dtype)
+    # Sequential over resamples: B gathered copies of the predictions would not fit at once.
+    boot = jax.lax.map(lambda idx: score_fn(pred[idx], y[idx]), boot_idx)
+    return score, boot
+
+
+# Builders are cached on their (hashable) arguments so that repeated calls with the same model
+# and score (seeds, bootstrap settings) reuse the compiled passes instead of recompiling.
+@functools.lru_cache(maxsize=32)
+def build_original_fn(predict_fn: PredictFn, score_fn: ScoreFn) -> Callable:
+    """Jitted ``(x, y, boot_idx) -> (score (), boot_scores (B,))`` of the unpermuted inputs."""
+
+    @jax.jit
+    def original(x, y, boot_idx):
+        return _score_and_bootstrap(score_fn, predict_fn(x), y, boot_idx)
+
+    return original
+
+
+@functools.lru_cache(maxsize=32)
+def build_pass_fn(
+    predict_fn: PredictFn,
+    score_fn: ScoreFn,
+    *,
+    feature_axis: int,
+    n_repeats: int,
+    chunk_size: int | None,
+) -> PassFn:
+    """Jitted ``(x, y, masks (C, F), key, boot_idx) -> (scores (C, R), boot (C, B))``.
+
+    ``key`` is split into ``n_repeats`` keys, one permutation of the samples each;
+    ``boot`` is the bootstrap score of each candidate averaged over the repeats.
+    ``chunk_size=None`` vmaps all ``C * R`` evaluations at once; otherwise the repeats run one
+    after the other and the candidates ``chunk_size`` at a time (``lax.map``), which bounds the
+    permuted copies of ``x`` in memory to ``chunk_size``.
+    """
+
+    def one_repeat(x, y, masks, perm, boot_idx):
+        x_shuffled = jnp.take(x, perm, axis=0)  # computed once, shared by every candidate
+
+        def candidate(mask):
+            pred = predict_fn(_permuted(x, x_shuffled, mask, feature_axis))
+            return _score_and_bootstrap(score_fn, pred, y, boot_idx)
+
+        if chunk_size is None:
+            return jax.vmap(candidate)(masks)
+        return jax.lax.map(candidate, masks, batch_size=chunk_size)
+
+    @jax.jit
+    def run_pass(x, y, masks, key, boot_idx):
+        n = x.shape[0]
+        perms = jax.vmap(lambda k: jax.random.permutation(k, n))(jax.random.split(key, n_repeats))
+        repeat = lambda perm: one_repeat(x, y, masks, perm, boot_idx)  # noqa: E731
+        if chunk_size is None:
+            scores, boot = jax.vmap(repeat)(perms)  # (R, C), (R, C, B)
+        else:
+            scores, boot = jax.lax.map(repeat, perms)
+        return scores.T, boot.mean(axis=0)
+
+    return run_pass
