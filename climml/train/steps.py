@@ -55,16 +55,21 @@ def make_train_step(
 ) -> Callable[[TrainState, Mapping[str, jax.Array], jax.Array], tuple[TrainState, jax.Array]]:
     """``train_step(state, batch, key) -> (state, loss)``: one jitted optimizer update."""
 
-    def loss_and_rest(params, rest, batch, key):
+    def loss_and_rest(params, rest, batch):
         model = nnx.merge(train_def, params, rest)
-        nnx.reseed(model, dropout=key)  # dropout masks depend only on (seed, step)
         loss = loss_fn(model(batch["x"]), batch)
         return loss, nnx.split(model, nnx.Param, ...)[2]
+
+    def reseeded(state: TrainState, key):
+        # Outside the grad trace: RNG variables may only be set at the trace level they live in.
+        model = nnx.merge(train_def, state.params, state.rest)
+        nnx.reseed(model, dropout=key)  # dropout masks depend only on (seed, step)
+        return nnx.split(model, nnx.Param, ...)[2]
 
     @jax.jit
     def train_step(state: TrainState, batch, key):
         grad_fn = jax.value_and_grad(loss_and_rest, has_aux=True)
-        (loss, rest), grads = grad_fn(state.params, state.rest, batch, key)
+        (loss, rest), grads = grad_fn(state.params, reseeded(state, key), batch)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         return TrainState(params, rest, opt_state, state.step + 1), loss
