@@ -1,0 +1,258 @@
+"""Recurrent cells and networks: textbook equations, scan vs loop, direction, masks, gradients."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from climml.errors import ConfigError, DataError
+from climml.models.registry import IOSpec
+from climml.models.rnn import (
+    CELLS,
+    GRUConfig,
+    LSTMConfig,
+    RecurrentConfig,
+    build_rnn,
+    gru_cell,
+    lstm_cell,
+    rnn_cell,
+    scan_cell,
+)
+
+B, T, F, H = 3, 7, 4, 5
+
+
+def _sigmoid(z):
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def _weights(gates, seed=0):
+    """Random input/recurrent kernels and biases, float64 for the NumPy reference."""
+    rng = np.random.default_rng(seed)
+    w_in = rng.normal(0, 0.5, (F, gates * H))
+    w_rec = rng.normal(0, 0.5, (H, gates * H))
+    b_in = rng.normal(0, 0.5, gates * H)
+    b_rec = rng.normal(0, 0.5, gates * H)
+    return w_in, w_rec, b_in, b_rec
+
+
+def _block(w, k):
+    """The k-th gate block (columns k*H:(k+1)*H) of a stacked kernel or bias."""
+    return w[..., k * H : (k + 1) * H]
+
+
+def _numpy_lstm_step(x, h, c, w_in, w_rec, b_in, b_rec):
+    """Textbook LSTM with separate per-gate weights W_* (input) and U_* (recurrent)."""
+    i, f, g, o = (
+        x @ _block(w_in, k) + h @ _block(w_rec, k) + _block(b_in, k) + _block(b_rec, k)
+        for k in range(4)
+    )
+    i, f, o, g = _sigmoid(i), _sigmoid(f), _sigmoid(o), np.tanh(g)
+    c = f * c + i * g
+    return o * np.tanh(c), c
+
+
+def _numpy_gru_step(x, h, w_in, w_rec, b_in, b_rec):
+    """Textbook GRU (Cho et al. 2014, reset applied after the recurrent matmul)."""
+    gate = [x @ _block(w_in, k) + _block(b_in, k) for k in range(3)]
+    rec = [h @ _block(w_rec, k) + _block(b_rec, k) for k in range(3)]
+    r = _sigmoid(gate[0] + rec[0])
+    z = _sigmoid(gate[1] + rec[1])
+    n = np.tanh(gate[2] + r * rec[2])
+    return (1 - z) * n + z * h
+
+
+def _cell_inputs(gates, seed=0):
+    rng = np.random.default_rng(seed + 100)
+    x, h, c = rng.normal(size=(B, F)), rng.normal(size=(B, H)), rng.normal(size=(B, H))
+    return x, h, c, _weights(gates, seed)
+
+
+def test_lstm_cell_matches_textbook_numpy():
+    x, h, c, (w_in, w_rec, b_in, b_rec) = _cell_inputs(4)
+    want_h, want_c = _numpy_lstm_step(x, h, c, w_in, w_rec, b_in, b_rec)
+    xw = jnp.asarray(x @ w_in + b_in, jnp.float32)
+    (got_h, got_c), out = lstm_cell(
+        (jnp.asarray(h, jnp.float32), jnp.asarray(c, jnp.float32)),
+        xw,
+        jnp.asarray(w_rec, jnp.float32),
+        jnp.asarray(b_rec, jnp.float32),
+    )
+    np.testing.assert_allclose(got_h, want_h, atol=1e-5)
+    np.testing.assert_allclose(got_c, want_c, atol=1e-5)
+    np.testing.assert_array_equal(out, got_h)
+
+
+def test_gru_cell_matches_textbook_numpy():
+    x, h, _, (w_in, w_rec, b_in, b_rec) = _cell_inputs(3)
+    want = _numpy_gru_step(x, h, w_in, w_rec, b_in, b_rec)
+    f32 = lambda a: jnp.asarray(a, jnp.float32)  # noqa: E731
+    (got,), _ = gru_cell((f32(h),), f32(x @ w_in + b_in), f32(w_rec), f32(b_rec))
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_rnn_cell_matches_textbook_numpy():
+    x, h, _, (w_in, w_rec, b_in, b_rec) = _cell_inputs(1)
+    want = np.tanh(x @ w_in + b_in + h @ w_rec + b_rec)
+    f32 = lambda a: jnp.asarray(a, jnp.float32)  # noqa: E731
+    (got,), _ = rnn_cell((f32(h),), f32(x @ w_in + b_in), f32(w_rec), f32(b_rec))
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
+@pytest.mark.parametrize("reverse", [False, True])
+def test_scan_equals_python_loop(cell, reverse):
+    gates = CELLS[cell].gates
+    _, w_rec, _, b_rec = (jnp.asarray(w, jnp.float32) for w in _weights(gates))
+    xw = jax.random.normal(jax.random.key(1), (T, B, gates * H))
+    ys, last = scan_cell(cell, xw, w_rec, b_rec, reverse=reverse)
+
+    carry = (jnp.zeros((B, H)),) * CELLS[cell].carries
+    order = range(T - 1, -1, -1) if reverse else range(T)
+    loop = {}
+    for t in order:
+        carry, loop[t] = CELLS[cell].step(carry, xw[t], w_rec, b_rec)
+    np.testing.assert_allclose(ys, jnp.stack([loop[t] for t in range(T)]), atol=1e-6)
+    np.testing.assert_allclose(last, carry[0], atol=1e-6)
+
+
+def test_unroll_does_not_change_results():
+    x = jax.random.normal(jax.random.key(2), (B, T, F))
+    spec = IOSpec((T, F), (2,))
+    plain = build_rnn(LSTMConfig(hidden=(H,)), spec, nnx.Rngs(0))
+    unrolled = build_rnn(LSTMConfig(hidden=(H,), unroll=3), spec, nnx.Rngs(0))
+    np.testing.assert_allclose(plain(x), unrolled(x), atol=1e-6)
+
+
+def test_lstm_forget_bias_starts_at_one():
+    model = build_rnn(LSTMConfig(hidden=(H,)), IOSpec((T, F), (1,)), nnx.Rngs(0))
+    b_in = np.asarray(model.forward[0].b_in[...])
+    np.testing.assert_array_equal(b_in[H : 2 * H], 1.0)
+    np.testing.assert_array_equal(np.delete(b_in, np.s_[H : 2 * H]), 0.0)
+
+
+def test_many_to_one_and_many_to_many_shapes():
+    x = jnp.ones((B, T, 2, F // 2))  # spatial axes are flattened into features
+    one = build_rnn(GRUConfig(hidden=(H, H)), IOSpec((T, 2, F // 2), (3, 2)), nnx.Rngs(0))
+    assert one(x).shape == (B, 3, 2)
+    many_cfg = GRUConfig(hidden=(H,), head="many_to_many", bidirectional=True)
+    many = build_rnn(many_cfg, IOSpec((T, 2, F // 2), (T, 4)), nnx.Rngs(0))
+    assert many(x).shape == (B, T, 4)
+
+
+def test_bidirectional_step_zero_sees_the_future():
+    cfg = LSTMConfig(hidden=(H,), bidirectional=True)
+    model = build_rnn(cfg, IOSpec((T, F), (1,)), nnx.Rngs(0))
+    x = jax.random.normal(jax.random.key(3), (B, T, F))
+    seq, _ = model.encode(x)
+    seq2, _ = model.encode(x.at[:, T - 1].add(1.0))
+    forward_t0, backward_t0 = (seq2 - seq)[:, 0, :H], (seq2 - seq)[:, 0, H:]
+    np.testing.assert_array_equal(forward_t0, 0.0)
+    assert float(jnp.abs(backward_t0).min()) > 0.0
+    assert float(jnp.abs(seq2 - seq)[:, T - 1, :H].max()) > 0.0
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_masked_padding_does_not_change_outputs(bidirectional):
+    cfg = LSTMConfig(hidden=(H, H), bidirectional=bidirectional)
+    model = build_rnn(cfg, IOSpec((T, F), (2,)), nnx.Rngs(0))
+    lengths = jnp.array([T, 4, 2])
+    x = jax.random.normal(jax.random.key(4), (B, T, F))
+    noise = jax.random.normal(jax.random.key(5), (B, T, F)) * 10.0
+    padded = (jnp.arange(T)[None, :] >= lengths[:, None])[..., None]
+    pred = model(x, lengths)
+    np.testing.assert_allclose(pred, model(jnp.where(padded, noise, x), lengths), atol=1e-6)
+    # Each example forecasts as if its sequence had been cut at its length.
+    for b, n in enumerate(lengths.tolist()):
+        short = build_rnn(cfg, IOSpec((n, F), (2,)), nnx.Rngs(0))
+        np.testing.assert_allclose(pred[b], short(x[b : b + 1, :n])[0], atol=1e-5)
+    seq, _ = model.encode(x, lengths)
+    np.testing.assert_array_equal(jnp.where(padded, seq, 0.0), 0.0)
+
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
+def test_gradients_flow_through_128_steps(cell):
+    steps = 128
+    cfg = RecurrentConfig(name=cell, hidden=(8,))
+    model = build_rnn(cfg, IOSpec((steps, 2), (1,)), nnx.Rngs(0))
+    graphdef, params = nnx.split(model)
+    x = jax.random.normal(jax.random.key(6), (2, steps, 2))
+
+    def loss(params, x):
+        return jnp.sum(nnx.merge(graphdef, params)(x) ** 2)
+
+    grads, grad_x = jax.grad(loss, argnums=(0, 1))(params, x)
+    leaves = jax.tree.leaves(grads)
+    assert all(bool(jnp.isfinite(g).all()) for g in leaves)
+    assert float(jnp.abs(grads["forward"][0]["w_rec"][...]).sum()) > 0.0
+    # The first step still receives gradient after 127 recurrent steps.
+    assert bool(jnp.isfinite(grad_x).all()) and float(jnp.abs(grad_x[:, 0]).max()) > 0.0
+
+
+def test_jit_equals_eager():
+    model = build_rnn(GRUConfig(hidden=(H,), bidirectional=True), IOSpec((T, F), (3,)), nnx.Rngs(0))
+    graphdef, params = nnx.split(model)
+    x = jax.random.normal(jax.random.key(7), (B, T, F))
+    lengths = jnp.array([T, 3, 1])
+
+    @jax.jit
+    def forward(params, x, lengths):
+        return nnx.merge(graphdef, params)(x, lengths)
+
+    np.testing.assert_allclose(forward(params, x, lengths), model(x, lengths), atol=1e-6)
+
+
+def _copy_into_torch(model, peer, torch):
+    """Write the weights of a climml recurrent ``model`` into a ``torch.nn.LSTM``/``GRU``.
+
+    Same gate order and both biases on each side, so only the kernels need a transpose.
+    """
+    names = [("w_in", "weight_ih", True), ("w_rec", "weight_hh", True)]
+    names += [("b_in", "bias_ih", False), ("b_rec", "bias_hh", False)]
+    directions = [("", model.forward), ("_reverse", model.backward)]
+    with torch.no_grad():
+        for suffix, layers in directions:
+            for index, layer in enumerate(layers):
+                for ours, theirs, transpose in names:
+                    value = np.asarray(getattr(layer, ours)[...])
+                    value = value.T if transpose else value
+                    getattr(peer, f"{theirs}_l{index}{suffix}").copy_(torch.tensor(value))
+
+
+def test_torch_lstm_and_gru_agree_on_copied_weights():
+    torch = pytest.importorskip("torch")
+    x = np.random.default_rng(8).normal(size=(B, T, F)).astype(np.float32)
+    for name, cfg in [("LSTM", LSTMConfig), ("GRU", GRUConfig)]:
+        model = build_rnn(cfg(hidden=(H, H), bidirectional=True), IOSpec((T, F), (1,)), nnx.Rngs(0))
+        peer = getattr(torch.nn, name)(F, H, num_layers=2, bidirectional=True, batch_first=True)
+        _copy_into_torch(model, peer, torch)
+        with torch.no_grad():
+            want, _ = peer(torch.from_numpy(x))
+        seq, _ = model.encode(jnp.asarray(x))
+        np.testing.assert_allclose(seq, want.numpy(), atol=1e-5, err_msg=name)
+
+
+@pytest.mark.parametrize(
+    ("cfg", "spec", "field"),
+    [
+        (LSTMConfig(head="seq2seq"), IOSpec((T, F), (1,)), "model.head"),
+        (LSTMConfig(hidden=()), IOSpec((T, F), (1,)), "model.hidden"),
+        (LSTMConfig(hidden=(0,)), IOSpec((T, F), (1,)), "model.hidden"),
+        (LSTMConfig(unroll=0), IOSpec((T, F), (1,)), "model.unroll"),
+        (LSTMConfig(head="many_to_many"), IOSpec((T, F), (3,)), "model.head"),
+        (RecurrentConfig(name="transformer"), IOSpec((T, F), (1,)), "model.name"),
+        (LSTMConfig(), IOSpec((T,), (1,)), "input_shape"),
+    ],
+)
+def test_bad_config_names_the_field(cfg, spec, field):
+    with pytest.raises(ConfigError, match=field):
+        build_rnn(cfg, spec, nnx.Rngs(0))
+
+
+def test_bad_input_raises_data_error():
+    model = build_rnn(LSTMConfig(hidden=(H,)), IOSpec((T, F), (1,)), nnx.Rngs(0))
+    with pytest.raises(DataError, match="x: expected"):
+        model(jnp.ones((B, T, F + 1)))
+    with pytest.raises(DataError, match="lengths: expected"):
+        model(jnp.ones((B, T, F)), jnp.ones((B,)))
