@@ -218,25 +218,30 @@ def _group_masks(
         raise ConfigError(expected("feature_names", want, len(feature_names)))
     if groups is None:
         return [str(n) for n in feature_names], np.eye(n_features, dtype=bool)
-    if isinstance(groups, Mapping):
-        names, members = [str(k) for k in groups], list(groups.values())
-    else:
-        members = list(groups)
-        names = ["+".join(str(feature_names[i]) for i in m) for m in members]
+    members = list(groups.values()) if isinstance(groups, Mapping) else list(groups)
     if not members:
         raise ConfigError(expected("groups", "at least one group", "none"))
+    fields = [f"groups[{k!r}]" for k in groups] if isinstance(groups, Mapping) else [
+        f"groups[{g}]" for g in range(len(members))
+    ]
+    indices = [_group_indices(f, m, n_features) for f, m in zip(fields, members, strict=True)]
+    if isinstance(groups, Mapping):
+        names = [str(k) for k in groups]
+    else:  # unnamed groups are named after their features: "u+v"
+        names = ["+".join(str(feature_names[i]) for i in idx) for idx in indices]
     if len(set(names)) != len(names):
         raise ConfigError(expected("groups", "unique group names", names))
-    masks = np.zeros((len(members), n_features), bool)
-    for g, (name, indices) in enumerate(zip(names, members, strict=True)):
-        masks[g, _group_indices(name, indices, n_features)] = True
+    masks = np.zeros((len(indices), n_features), bool)
+    for g, idx in enumerate(indices):
+        masks[g, idx] = True
     return names, masks
 
 
-def _group_indices(name: str, indices: Sequence[int], n_features: int) -> list[int]:
+def _group_indices(field: str, indices: Sequence[int], n_features: int) -> list[int]:
+    """Validated, non-negative feature indices of one group."""
     indices = list(indices)
     valid = all(isinstance(i, (int, np.integer)) and -n_features <= i < n_features for i in indices)
     if not indices or not valid:
         want = f"a non-empty list of feature indices in [0, {n_features})"
-        raise ConfigError(expected(f"groups[{name!r}]", want, indices))
+        raise ConfigError(expected(field, want, indices))
     return [int(i) % n_features for i in indices]
