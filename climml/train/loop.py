@@ -154,7 +154,8 @@ def _run_epoch(trainer, state, best, pos: Progress, train_loader, val_loader, ba
         bar.update()
         if on_step is not None:
             on_step(step)
-        if ckpt is not None and step % cfg.checkpoint_every == 0:
+        end_of_epoch = pos.batch == len(train_loader)  # saved below, after validation
+        if ckpt is not None and step % cfg.checkpoint_every == 0 and not end_of_epoch:
             ckpt.save(step, {"state": state, "best": best}, pos.to_json())
     bar.close()
     best = _end_epoch(trainer, state, best, pos, len(train_loader), val_loader,

@@ -56,6 +56,8 @@ def make_train_step(
     """``train_step(state, batch, key) -> (state, loss)``: one jitted optimizer update."""
 
     def loss_and_rest(params, rest, batch):
+        # Fresh Variable objects at this trace level, so dropout may advance its RNG count here.
+        rest = jax.tree.map(lambda v: v, rest)
         model = nnx.merge(train_def, params, rest)
         loss = loss_fn(model(batch["x"]), batch)
         return loss, nnx.split(model, nnx.Param, ...)[2]

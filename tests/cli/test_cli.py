@@ -1,0 +1,74 @@
+"""The command line end to end on the quickstart config shrunk by overrides."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import xarray as xr
+
+from climml.cli import main
+
+SHRINK = [
+    "data.source_args={n_months: 360, seed: 0, nlat: 12, nlon: 24}",
+    "data.splits={train: [1870-01, 1884-12], val: [1885-01, 1889-12], test: [1890-01, 1899-12]}",
+    "model.filters=[8]", "model.hidden=[8]", "train.epochs=2", "output.progress=false",
+]
+
+
+def test_run_writes_the_whole_report(tmp_path, capsys):
+    workdir = tmp_path / "run"
+    assert main(["run", "configs/quickstart.yaml", "--workdir", str(workdir), "--set", *SHRINK]) == 0
+    for name in ["config.yaml", "history.json", "metrics.json", "normalizer.nc", "loss_curve.png",
+                 "skill_by_lead.png", "predictions.zarr", "checkpoints"]:
+        assert (workdir / name).exists(), name
+    metrics = json.loads((workdir / "metrics.json").read_text())
+    assert set(metrics) == {"model", "persistence", "climatology"}
+    assert set(metrics["model"]) == {"rmse", "mae", "acc"}
+    assert set(metrics["model"]["rmse"]) == {"1", "3", "6"}
+    assert metrics["climatology"]["rmse"]["1"] > 0
+    preds = xr.open_zarr(workdir / "predictions.zarr")
+    assert preds["model"].dims == ("time", "lead") and list(preds["lead"].values) == [1, 3, 6]
+    assert set(preds.data_vars) == {"model", "persistence", "climatology", "observed"}
+    # persistence of lead l equals the observation l steps earlier (same physical units)
+    obs = preds["observed"].sel(lead=1).to_series()
+    per = preds["persistence"].sel(lead=1).to_series()
+    assert abs(per.iloc[1:].values - obs.iloc[:-1].values).max() < 1e-4
+
+    # evaluate and predict reuse the trained run without training again
+    assert main(["evaluate", "configs/quickstart.yaml", "--workdir", str(workdir), "--set", *SHRINK]) == 0
+    assert json.loads(capsys.readouterr().out.split("run written to")[-1].split("\n", 1)[1]) == metrics
+    out = tmp_path / "val.zarr"
+    assert main(["predict", "configs/quickstart.yaml", "--workdir", str(workdir), "--split", "val",
+                 "--output", str(out), "--set", *SHRINK]) == 0
+    assert xr.open_zarr(out)["model"].sizes["lead"] == 3
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--set", "train.lrr=1"], "train.lrr: unknown key (did you mean 'lr'?)"),
+        (["--set", "train.epochs=x"], "train.epochs: expected int, found 'x'"),
+        (["--set", "data.inputs=[sst, salinity]"], "salinity"),
+        (["--set", "data.source=/no/such/store.zarr"], "data.source"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
+    workdir = tmp_path / "bad"
+    proc = subprocess.run(
+        [sys.executable, "-m", "climml.cli", "run", "configs/quickstart.yaml", "--workdir",
+         str(workdir), *args], capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("climml: error: ") and message in lines[0]
+    assert not workdir.exists()  # nothing half-written
+
+
+def test_workdir_of_another_experiment_is_refused(tmp_path):
+    workdir = tmp_path / "run"
+    assert main(["train", "configs/quickstart.yaml", "--workdir", str(workdir), "--set", *SHRINK,
+                 "train.epochs=1"]) == 0
+    code = main(["train", "configs/quickstart.yaml", "--workdir", str(workdir), "--set", *SHRINK,
+                 "train.epochs=1", "train.lr=0.5"])
+    assert code == 2
