@@ -8,6 +8,7 @@ that of the anomalies, so ``apply`` yields standardized anomalies, the usual ENS
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -69,7 +70,8 @@ class Normalizer:
         means, stds = {}, {}
         for name in names:
             means[name], stds[name] = _moments(ds[name], dims, climatology)
-        mean, std = dask.compute(xr.Dataset(means), xr.Dataset(stds))  # one pass over the data
+        with _quiet_all_nan():
+            mean, std = dask.compute(xr.Dataset(means), xr.Dataset(stds))  # one pass
         if climatology:
             _check_all_months(mean)
         std = std.where(std > 0, 1.0)  # NaN (all-missing) and zero spreads
@@ -266,6 +268,16 @@ def _time_of(data: xr.DataArray, time: Any) -> Any:
 
 def _float_dtype(dtype: np.dtype) -> np.dtype:
     return np.result_type(dtype, np.float32)
+
+
+@contextmanager
+def _quiet_all_nan() -> Iterator[None]:
+    """Silence NumPy's 0/0 warnings for all-NaN cells (land): NaN is the intended result
+    there. A warnings filter, unlike ``np.errstate``, also covers dask's worker threads."""
+    with warnings.catch_warnings():
+        for message in ("invalid value encountered", "Mean of empty slice", "Degrees of freedom"):
+            warnings.filterwarnings("ignore", message, RuntimeWarning)
+        yield
 
 
 @contextmanager

@@ -32,7 +32,7 @@ def open_dataset(
     path = Path(path)
     engine = _engine(path)
     try:
-        ds = xr.open_dataset(path, engine=engine, chunks=chunks)
+        ds = _open(path, engine, chunks)
     except (OSError, ValueError) as err:  # corrupt or foreign files: say which and why
         found = f"{path} ({type(err).__name__}: {err})"
         raise DataError(
@@ -42,6 +42,15 @@ def open_dataset(
         variables = [variables] if isinstance(variables, str) else list(variables)
     validate_dataset(ds, variables, dims)
     return ds if variables is None else ds[variables]
+
+
+def _open(path: Path, engine: str | None, chunks: str | int | dict | None) -> xr.Dataset:
+    if engine != "zarr":
+        return xr.open_dataset(path, engine=engine, chunks=chunks)
+    try:  # consolidated metadata is one read instead of one per array; not every store has it
+        return xr.open_dataset(path, engine="zarr", chunks=chunks, consolidated=True)
+    except ValueError:
+        return xr.open_dataset(path, engine="zarr", chunks=chunks, consolidated=False)
 
 
 def _engine(path: Path) -> str | None:
