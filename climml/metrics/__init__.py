@@ -1,0 +1,63 @@
+"""Forecast verification: pure jnp kernels (jit/vmap friendly) plus xarray wrappers.
+
+Two layers
+----------
+* Kernels (this namespace) take jnp/numpy arrays with ``axis=`` (the axes reduced) and
+  ``weights=`` (non-negative, broadcast with numpy rules against the data).
+* ``climml.metrics.xr`` wraps them for xarray: ``dim=``, ``weights=``, ``skipna=``; the
+  coordinates of the kept dimensions are preserved.
+
+Scores are formed from additive sufficient statistics, ratio last: ``error_sums``,
+``comoments``, ``contingency``, ``confusion_matrix``, ``roc_histogram`` and ``fss_sums``
+return NamedTuples (or a matrix) that ``+`` merges across batches, dask chunks or devices;
+the score is a method of the merged statistics (``(a + b).rmse()``, ``table.csi()``).
+
+Conventions
+-----------
+* Event: ``x >= threshold`` (``op=">="``), or ``op`` in ``">"``, ``"<="``, ``"<"``.
+* Many thresholds at once: a 1-D ``threshold`` adds a leading axis to the result (vmap).
+
+NaN policy (the one place it is written down)
+---------------------------------------------
+1. NaN in the forecast or in the observation masks that point: it gets weight 0 in every
+   statistic (mask-as-weights inside jit, never boolean indexing). A NaN weight masks too.
+2. NaN ensemble members are omitted per point: the CRPS of a point uses its valid members
+   only (and the fair CRPS needs at least two of them).
+3. A score with no valid points (or a zero denominator, e.g. CSI with no events forecast or
+   observed) is NaN, never an exception. Per-point scores (``crps_ensemble``,
+   ``crps_gaussian``) are NaN at masked points; reductions then skip them.
+4. Labels outside ``[0, num_classes)`` are missing in ``confusion_matrix``/``iou``.
+5. Spectra (``radial_psd``) need complete fields: a field containing NaN gives a NaN spectrum.
+   In ``fss`` NaN cells count as non-events inside the windows and are left out of the sums.
+"""
+
+from climml.metrics.continuous import (
+    Comoments,
+    ErrorSums,
+    acc,
+    bias,
+    comoments,
+    correlation,
+    error_sums,
+    latitude_weights,
+    mae,
+    rmse,
+)
+from climml.metrics.multiclass import confusion_matrix, iou, iou_from_confusion, mean_iou
+
+__all__ = [
+    "Comoments",
+    "ErrorSums",
+    "acc",
+    "bias",
+    "comoments",
+    "confusion_matrix",
+    "correlation",
+    "error_sums",
+    "iou",
+    "iou_from_confusion",
+    "latitude_weights",
+    "mae",
+    "mean_iou",
+    "rmse",
+]

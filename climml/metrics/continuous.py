@@ -1,0 +1,247 @@
+"""Continuous scores: RMSE, MAE, bias, correlation and anomaly correlation (ACC).
+
+Each score is the ratio of additive statistics: ``error_sums`` (for RMSE/MAE/bias) and
+``comoments`` (for correlation/ACC) reduce over ``axis`` and return a NamedTuple whose ``+``
+merges two chunks, so that scores accumulated over batches, dask chunks or devices equal the
+one-shot score. ``weights`` broadcast against the data (numpy rules); ``latitude_weights``
+builds the usual cell-area weights.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax.numpy as jnp
+import numpy as np
+from jax import Array
+from jax.typing import ArrayLike
+
+from climml.errors import DataError, expected
+from climml.metrics._masking import (
+    Axis,
+    as_float,
+    check_broadcast,
+    normalize_axis,
+    point_weights,
+    ratio,
+    valid_mask,
+    zero_where_invalid,
+)
+
+
+class ErrorSums(NamedTuple):
+    """Weighted sums of the error ``e = forecast - observed`` over the reduced axes.
+
+    ``a + b`` adds the sums of two chunks; the scores are formed last, by the methods.
+    """
+
+    weight: Array  # Σ w over valid points
+    error: Array  # Σ w e
+    abs_error: Array  # Σ w |e|
+    squared_error: Array  # Σ w e²
+
+    def __add__(self, other: ErrorSums) -> ErrorSums:
+        return ErrorSums(*(a + b for a, b in zip(self, other, strict=True)))
+
+    def bias(self) -> Array:
+        """Mean error (forecast minus observed), in data units."""
+        return ratio(self.error, self.weight)
+
+    def mae(self) -> Array:
+        """Mean absolute error, in data units."""
+        return ratio(self.abs_error, self.weight)
+
+    def mse(self) -> Array:
+        """Mean squared error, in squared data units."""
+        return ratio(self.squared_error, self.weight)
+
+    def rmse(self) -> Array:
+        """Root mean squared error, in data units."""
+        return jnp.sqrt(self.mse())
+
+
+def error_sums(
+    forecast: ArrayLike, observed: ArrayLike, axis: Axis = None, weights: ArrayLike | None = None
+) -> ErrorSums:
+    """Reduce ``forecast - observed`` to its additive statistics over ``axis``.
+
+    Args:
+      forecast, observed: broadcastable arrays; NaN in either masks the point.
+      axis: axes to reduce (None: all).
+      weights: non-negative weights broadcastable against the data (None: equal).
+
+    Returns:
+      ``ErrorSums`` with the reduced axes removed.
+    """
+    check_broadcast(forecast=forecast, observed=observed, weights=weights)
+    forecast, observed = as_float(forecast, observed)
+    valid = valid_mask(forecast, observed)
+    w = point_weights(valid, weights, forecast.dtype)
+    e = zero_where_invalid(forecast - observed, valid)
+    ax = normalize_axis(axis)
+    return ErrorSums(
+        weight=jnp.sum(w, axis=ax),
+        error=jnp.sum(w * e, axis=ax),
+        abs_error=jnp.sum(w * jnp.abs(e), axis=ax),
+        squared_error=jnp.sum(w * e * e, axis=ax),
+    )
+
+
+def rmse(forecast: ArrayLike, observed: ArrayLike, axis: Axis = None, weights=None) -> Array:
+    """Root mean squared error over ``axis`` (see ``error_sums`` for arguments)."""
+    return error_sums(forecast, observed, axis, weights).rmse()
+
+
+def mae(forecast: ArrayLike, observed: ArrayLike, axis: Axis = None, weights=None) -> Array:
+    """Mean absolute error over ``axis`` (see ``error_sums`` for arguments)."""
+    return error_sums(forecast, observed, axis, weights).mae()
+
+
+def bias(forecast: ArrayLike, observed: ArrayLike, axis: Axis = None, weights=None) -> Array:
+    """Mean error ``forecast - observed`` over ``axis`` (see ``error_sums`` for arguments)."""
+    return error_sums(forecast, observed, axis, weights).bias()
+
+
+class Comoments(NamedTuple):
+    """Weighted means and centred second moments of a pair ``(x, y)`` over the reduced axes.
+
+    Kept centred (not raw sums of squares) so that correlations of large-mean fields such as
+    temperature in kelvin do not cancel catastrophically in float32. ``a + b`` merges two
+    chunks with the pairwise update of Chan, Golub & LeVeque (1979).
+    """
+
+    weight: Array  # W = Σ w
+    mean_x: Array  # Σ w x / W
+    mean_y: Array
+    m2_x: Array  # Σ w (x - mean_x)²
+    m2_y: Array
+    c_xy: Array  # Σ w (x - mean_x)(y - mean_y)
+
+    def __add__(self, other: Comoments) -> Comoments:
+        total = self.weight + other.weight
+        # Fraction of the merged weight that comes from `other`; 0 when both chunks are empty.
+        share = ratio(other.weight, total)
+        share = jnp.where(total == 0, 0, share)
+        cross = jnp.where(total == 0, 0, self.weight * share)  # w_a w_b / (w_a + w_b)
+        dx = other.mean_x - self.mean_x
+        dy = other.mean_y - self.mean_y
+        return Comoments(
+            weight=total,
+            mean_x=self.mean_x + dx * share,
+            mean_y=self.mean_y + dy * share,
+            m2_x=self.m2_x + other.m2_x + dx * dx * cross,
+            m2_y=self.m2_y + other.m2_y + dy * dy * cross,
+            c_xy=self.c_xy + other.c_xy + dx * dy * cross,
+        )
+
+    def correlation(self, centered: bool = True) -> Array:
+        """Pearson correlation (``centered=True``) or uncentred cosine similarity of x and y.
+
+        NaN when no point is valid or when x or y has no variation (zero denominator).
+        """
+        if centered:
+            return ratio(self.c_xy, jnp.sqrt(self.m2_x * self.m2_y))
+        sxy = self.c_xy + self.weight * self.mean_x * self.mean_y
+        sxx = self.m2_x + self.weight * self.mean_x**2
+        syy = self.m2_y + self.weight * self.mean_y**2
+        return ratio(sxy, jnp.sqrt(sxx * syy))
+
+
+def comoments(x: ArrayLike, y: ArrayLike, axis: Axis = None, weights=None) -> Comoments:
+    """Reduce a pair of arrays to ``Comoments`` over ``axis`` (two passes within the chunk).
+
+    Args:
+      x, y: broadcastable arrays; NaN in either masks the point.
+      axis: axes to reduce (None: all).
+      weights: non-negative weights broadcastable against the data (None: equal).
+    """
+    check_broadcast(x=x, y=y, weights=weights)
+    x, y = as_float(x, y)
+    valid = valid_mask(x, y)
+    w = point_weights(valid, weights, x.dtype)
+    x, y = zero_where_invalid(x, valid), zero_where_invalid(y, valid)
+    ax = normalize_axis(axis)
+    weight = jnp.sum(w, axis=ax, keepdims=True)
+    mean_x = jnp.where(weight == 0, 0, ratio(jnp.sum(w * x, axis=ax, keepdims=True), weight))
+    mean_y = jnp.where(weight == 0, 0, ratio(jnp.sum(w * y, axis=ax, keepdims=True), weight))
+    dx, dy = x - mean_x, y - mean_y
+
+    def drop(a: Array) -> Array:
+        return jnp.squeeze(a, axis=ax) if ax is not None else a.reshape(())
+
+    return Comoments(
+        weight=drop(weight),
+        mean_x=drop(mean_x),
+        mean_y=drop(mean_y),
+        m2_x=jnp.sum(w * dx * dx, axis=ax),
+        m2_y=jnp.sum(w * dy * dy, axis=ax),
+        c_xy=jnp.sum(w * dx * dy, axis=ax),
+    )
+
+
+def correlation(
+    forecast: ArrayLike, observed: ArrayLike, axis: Axis = None, weights=None
+) -> Array:
+    """Weighted Pearson correlation over ``axis`` (see ``comoments`` for arguments)."""
+    return comoments(forecast, observed, axis, weights).correlation()
+
+
+def acc(
+    forecast: ArrayLike,
+    observed: ArrayLike,
+    climatology: ArrayLike | None = None,
+    axis: Axis = None,
+    weights=None,
+    centered: bool = False,
+) -> Array:
+    """Anomaly correlation coefficient over ``axis``.
+
+    Anomalies are ``forecast - climatology`` and ``observed - climatology``; with
+    ``climatology=None`` the inputs are taken to be anomalies already (e.g. normalised data).
+    ``centered=False`` (default, as in WeatherBench 2) correlates the anomalies about zero:
+    ``Σ w f'o' / sqrt(Σ w f'² Σ w o'²)``; ``centered=True`` subtracts their weighted means first
+    (the Pearson correlation of the anomalies, the WMO "centred ACC").
+
+    Args:
+      forecast, observed: broadcastable arrays; NaN masks the point.
+      climatology: broadcastable array, or None.
+      axis: axes to reduce (None: all).
+      weights: non-negative weights broadcastable against the data, e.g. latitude weights.
+      centered: subtract the mean anomaly before correlating.
+    """
+    check_broadcast(forecast=forecast, observed=observed, climatology=climatology)
+    if climatology is not None:
+        forecast, observed, climatology = as_float(forecast, observed, climatology)
+        forecast, observed = forecast - climatology, observed - climatology
+    return comoments(forecast, observed, axis, weights).correlation(centered=centered)
+
+
+def latitude_weights(lat: ArrayLike) -> Array:
+    """Cell-area weights for a regular latitude axis, normalised to mean 1.
+
+    Each latitude owns the band between the midpoints to its neighbours (clipped to ±90° at the
+    ends), whose area is proportional to ``sin(upper) - sin(lower)``; on an equally spaced grid
+    this is proportional to ``cos(lat)``, and a point on a pole keeps its small polar cap
+    instead of a zero weight.
+
+    Args:
+      lat: 1-D strictly monotonic latitudes in degrees within [-90, 90], shape (n,).
+
+    Returns:
+      weights of shape (n,), mean 1.
+    """
+    lat = np.asarray(lat, dtype=np.float64)
+    if lat.ndim != 1 or lat.size == 0:
+        raise DataError(expected("lat", "a non-empty 1-D array", f"shape {lat.shape}"))
+    if np.any(np.isnan(lat)) or np.any(np.abs(lat) > 90):
+        raise DataError(expected("lat", "values in [-90, 90]", f"[{lat.min()}, {lat.max()}]"))
+    steps = np.diff(lat)
+    if lat.size > 1 and not (np.all(steps > 0) or np.all(steps < 0)):
+        raise DataError(expected("lat", "strictly monotonic values", "repeated or unsorted"))
+    if lat.size == 1:
+        return jnp.ones(1)
+    mid = (lat[1:] + lat[:-1]) / 2
+    edges = np.concatenate([[lat[0] - steps[0] / 2], mid, [lat[-1] + steps[-1] / 2]])
+    edges = np.deg2rad(np.clip(edges, -90, 90))
+    area = np.abs(np.diff(np.sin(edges)))
+    return jnp.asarray(area / area.mean())
