@@ -137,7 +137,7 @@ def evaluate(cfg: Config, workdir: str | Path, exp: Experiment | None = None) ->
 
     exp = exp or prepare(cfg)
     workdir = Path(workdir)
-    metrics = tasks.get(cfg.eval.task).evaluate(exp, trained_model(exp, workdir), workdir)
+    metrics = _finite(tasks.get(cfg.eval.task).evaluate(exp, trained_model(exp, workdir), workdir))
     write_json(workdir / "metrics.json", metrics)
     return metrics
 
@@ -193,7 +193,18 @@ def write_text(path: Path, text: str) -> None:
 
 
 def write_json(path: Path, data: Any) -> None:
-    write_text(path, json.dumps(data, indent=2, default=_json_default) + "\n")
+    """Strict JSON (NaN, e.g. an undefined correlation, becomes null) written atomically."""
+    write_text(path, json.dumps(_finite(data), indent=2, default=_json_default, allow_nan=False) + "\n")
+
+
+def _finite(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {k: _finite(v) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [_finite(v) for v in data]
+    if isinstance(data, float) and not np.isfinite(data):
+        return None
+    return data
 
 
 def _json_default(value: Any) -> Any:

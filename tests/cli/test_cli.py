@@ -4,10 +4,12 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import xarray as xr
 
 from climml.cli import main
+from climml.data import Normalizer
 
 SHRINK = [
     "data.source_args={n_months: 360, seed: 0, nlat: 12, nlon: 24}",
@@ -30,10 +32,16 @@ def test_run_writes_the_whole_report(tmp_path, capsys):
     preds = xr.open_zarr(workdir / "predictions.zarr")
     assert preds["model"].dims == ("time", "lead") and list(preds["lead"].values) == [1, 3, 6]
     assert set(preds.data_vars) == {"model", "persistence", "climatology", "observed"}
-    # persistence of lead l equals the observation l steps earlier (same physical units)
-    obs = preds["observed"].sel(lead=1).to_series()
-    per = preds["persistence"].sel(lead=1).to_series()
-    assert abs(per.iloc[1:].values - obs.iloc[:-1].values).max() < 1e-4
+    # persistence carries the anomaly observed at the last input month to the valid month
+    norm = Normalizer.from_dataset(xr.open_dataset(workdir / "normalizer.nc"))
+    per = preds["persistence"].sel(lead=3)
+    valid_time = preds["valid_time"].sel(lead=3).values
+    per_anom = per.values - norm.invert(np.zeros(per.shape, np.float32), "nino34", time=valid_time)
+    obs = preds["observed"].sel(lead=1)  # valid at init + 1
+    obs_anom = obs.values - norm.invert(np.zeros(obs.shape, np.float32), "nino34",
+                                        time=preds["valid_time"].sel(lead=1).values)
+    np.testing.assert_allclose(per_anom[1:], obs_anom[:-1], atol=1e-4)
+    assert metrics["climatology"]["acc"]["1"] is None  # a constant forecast has no correlation
 
     # evaluate and predict reuse the trained run without training again
     assert main(["evaluate", "configs/quickstart.yaml", "--workdir", str(workdir), "--set", *SHRINK]) == 0
