@@ -46,7 +46,79 @@ def huber(pred: jax.Array, batch: Mapping[str, jax.Array], cfg: TrainConfig) -> 
     return _weighted_mean(values, _point_weights(batch))
 
 
-LOSSES: dict[str, LossFn] = {"mse": mse, "mae": mae, "huber": huber}
+# ----------------------------------------------------------------- segmentation / classification
+# pred: logits (B, L, *grid, K), class axis last; batch["y"]: class ids (B, L, *grid).
+
+
+def _class_weights(cfg: TrainConfig, num_classes: int) -> jax.Array:
+    """``train.class_weights`` as a (K,) array (all ones when unset)."""
+    if cfg.class_weights is None:
+        return jnp.ones(num_classes)
+    if len(cfg.class_weights) != num_classes:
+        want = f"{num_classes} weights (one per class)"
+        raise ConfigError(expected("train.class_weights", want, len(cfg.class_weights)))
+    return jnp.asarray(cfg.class_weights, jnp.float32)
+
+
+def _onehot_targets(pred: jax.Array, batch: Mapping[str, jax.Array]) -> jax.Array:
+    """One-hot targets (B, L, *grid, K); invalid points get class 0 (their weight is 0 anyway)."""
+    labels = jnp.where(batch["y_valid"] > 0, batch["y"], 0).astype(jnp.int32)
+    return jax.nn.one_hot(labels, pred.shape[-1], dtype=pred.dtype)
+
+
+def cross_entropy(pred: jax.Array, batch: Mapping[str, jax.Array], cfg: TrainConfig) -> jax.Array:
+    """Pixel softmax cross-entropy, weighted by ``train.class_weights`` of each pixel's true class.
+
+    ``sum_i w_{y_i} CE_i / sum_i w_{y_i}`` over valid points, the convention of PyTorch's
+    ``CrossEntropyLoss(weight=w)``: up-weighting a rare class (cyclones, < 1% of pixels) makes
+    its errors count as if it were more frequent.
+    """
+    onehot = _onehot_targets(pred, batch)
+    per_point = -jnp.sum(onehot * jax.nn.log_softmax(pred, axis=-1), axis=-1)
+    class_w = onehot @ _class_weights(cfg, pred.shape[-1])
+    return _weighted_mean(per_point, class_w * _point_weights(batch))
+
+
+def _soft_overlaps(pred, batch, cfg) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """Per-class (K,) soft intersection, sum of probabilities, sum of targets; class weights."""
+    probs = jax.nn.softmax(pred, axis=-1)
+    onehot = _onehot_targets(pred, batch)
+    w = _point_weights(batch)[..., None]
+    axes = tuple(range(pred.ndim - 1))
+    inter = jnp.sum(w * probs * onehot, axis=axes)
+    cw = _class_weights(cfg, pred.shape[-1])
+    return inter, jnp.sum(w * probs, axis=axes), jnp.sum(w * onehot, axis=axes), cw
+
+
+SMOOTH = 1.0  # added to numerator and denominator: an absent class predicted absent scores 1
+
+
+def jaccard(pred: jax.Array, batch: Mapping[str, jax.Array], cfg: TrainConfig) -> jax.Array:
+    """Soft Jaccard (IoU) loss: 1 - class-weighted mean of ``(I + s) / (P + T - I + s)``.
+
+    ``I = sum p t``, ``P = sum p``, ``T = sum t`` over all valid points of the batch, per class,
+    with softmax probabilities ``p`` and one-hot targets ``t`` (Rahman & Wang 2016).
+    """
+    inter, p, t, cw = _soft_overlaps(pred, batch, cfg)
+    iou = (inter + SMOOTH) / (p + t - inter + SMOOTH)
+    return 1.0 - jnp.sum(cw * iou) / jnp.sum(cw)
+
+
+def dice(pred: jax.Array, batch: Mapping[str, jax.Array], cfg: TrainConfig) -> jax.Array:
+    """Soft Dice loss: 1 - class-weighted mean of ``(2 I + s) / (P + T + s)`` (Milletari 2016)."""
+    inter, p, t, cw = _soft_overlaps(pred, batch, cfg)
+    score = (2.0 * inter + SMOOTH) / (p + t + SMOOTH)
+    return 1.0 - jnp.sum(cw * score) / jnp.sum(cw)
+
+
+LOSSES: dict[str, LossFn] = {
+    "mse": mse,
+    "mae": mae,
+    "huber": huber,
+    "cross_entropy": cross_entropy,
+    "jaccard": jaccard,
+    "dice": dice,
+}
 
 
 def loss_terms(cfg: TrainConfig) -> dict[str, float]:
