@@ -3,27 +3,10 @@
 import jax
 import numpy as np
 import pytest
-import yaml
 
-from climml import config, pipeline
+from climml import pipeline
 from climml.errors import CheckpointError
 from climml.train.loop import fit, load_best
-
-SMALL = [
-    "data.source_args={n_months: 360, seed: 1, nlat: 12, nlon: 24}",
-    "data.splits={train: [1870-01, 1884-12], val: [1885-01, 1889-12], test: [1890-01, 1899-12]}",
-    "data.batch_size=16", "data.gap=0",
-    "train.epochs=3", "train.checkpoint_every=4", "train.patience=null",
-    "output.progress=false",
-]
-
-
-def _config(*extra):
-    """The quickstart experiment with a small MLP on a small grid."""
-    raw = yaml.safe_load(open("configs/quickstart.yaml"))
-    raw["model"] = {"name": "mlp", "hidden": [16], "dropout": 0.2}
-    return config.from_dict(raw, SMALL + list(extra))
-
 
 class Killed(Exception):
     pass
@@ -38,8 +21,8 @@ def _kill_at(step_to_die):
 
 
 @pytest.fixture(scope="module")
-def exp():
-    return pipeline.prepare(_config())
+def exp(small_config):
+    return pipeline.prepare(small_config())
 
 
 def _fit(exp, workdir, **kw):
@@ -75,8 +58,8 @@ def test_finished_run_is_not_trained_again(exp, tmp_path):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
-def test_early_stopping_keeps_best_epoch(exp, tmp_path):
-    cfg = _config("train.epochs=30", "train.patience=2", "train.lr=0.05")
+def test_early_stopping_keeps_best_epoch(exp, small_config, tmp_path):
+    cfg = small_config("train.epochs=30", "train.patience=2", "train.lr=0.05")
     exp2 = pipeline.Experiment(cfg, exp.raw, exp.dataset, exp.normalizer, exp.anchors)
     result = _fit(exp2, tmp_path / "es")
     val = [h["val_loss"] for h in result.history]
@@ -97,9 +80,9 @@ def test_load_best_without_checkpoint_is_a_checkpoint_error(exp, tmp_path):
     assert not (tmp_path / "nothing").exists()
 
 
-def test_mismatched_model_checkpoint_is_a_checkpoint_error(exp, tmp_path):
+def test_mismatched_model_checkpoint_is_a_checkpoint_error(exp, small_config, tmp_path):
     _fit(exp, tmp_path / "run")
-    cfg = _config("model.hidden=[8]")
+    cfg = small_config("model.hidden=[8]")
     other = pipeline.Experiment(cfg, exp.raw, exp.dataset, exp.normalizer, exp.anchors)
     with pytest.raises(CheckpointError, match="was the model configuration changed"):
         load_best(pipeline.build_model(other), cfg.train, tmp_path / "run",
