@@ -1,10 +1,20 @@
-"""One pass of permutation importance, evaluated for all candidates at once with ``jax.vmap``.
+"""One pass of permutation importance: all candidates scored in one compiled program.
 
-A pass scores a stack of candidate masks. Candidate ``c`` is the input with every feature marked
-in ``masks[c]`` taken from another sample (``x[perm]``), all other features left intact. The
-same permutation is shared by all candidates of a repeat: the candidates' scores are then paired
-(common random numbers), so the differences between candidates, which decide the ranking, carry
-less permutation noise than the scores themselves.
+A pass scores a stack of candidate masks ``(S, F)``. Candidate ``s`` is the input with every
+feature marked in ``masks[s]`` taken from another sample (``x[perm]``), all other features left
+intact. The same permutation is shared by all candidates of a repeat: their scores are then
+paired (common random numbers), so the differences between candidates, which decide the
+ranking, carry less permutation noise than the scores themselves.
+
+How the candidates are batched is set by ``chunk_size`` (candidate evaluations in flight):
+
+- ``chunk_size >= S * n_repeats``: one ``jax.vmap`` over repeats and candidates (accelerators);
+- ``1 < chunk_size < S * n_repeats``: repeats one after the other, candidates ``chunk_size`` at
+  a time (``lax.map``), bounding the permuted copies of ``x`` held in memory;
+- ``chunk_size == 1``: a ``lax.scan`` over the candidates in which inactive ones (features frozen
+  by earlier passes) are skipped by ``lax.cond``, so every pass reuses one compilation with no
+  wasted evaluation. On CPU this is the fastest form: a single candidate's activations stay in
+  cache, where a vmap over 20 candidates of a 20,000-sample MLP ran 3x slower per candidate.
 """
 
 from __future__ import annotations
@@ -38,6 +48,10 @@ def _score_and_bootstrap(score_fn: ScoreFn, pred: jax.Array, y: jax.Array, boot_
     return score, boot
 
 
+def _nan_like(shape: jax.ShapeDtypeStruct) -> jax.Array:
+    return jnp.full(shape.shape, jnp.nan, shape.dtype)
+
+
 # Builders are cached on their (hashable) arguments so that repeated calls with the same model
 # and score (seeds, bootstrap settings) reuse the compiled passes instead of recompiling.
 @functools.lru_cache(maxsize=32)
@@ -58,35 +72,39 @@ def build_pass_fn(
     *,
     feature_axis: int,
     n_repeats: int,
-    chunk_size: int | None,
+    chunk_size: int,
 ) -> PassFn:
-    """Jitted ``(x, y, masks (C, F), key, boot_idx) -> (scores (C, R), boot (C, B))``.
+    """Jitted ``(x, y, masks (S, F), active (S,), key, boot_idx) -> (scores (S, R), boot (S, B))``.
 
-    ``key`` is split into ``n_repeats`` keys, one permutation of the samples each;
-    ``boot`` is the bootstrap score of each candidate averaged over the repeats.
-    ``chunk_size=None`` vmaps all ``C * R`` evaluations at once; otherwise the repeats run one
-    after the other and the candidates ``chunk_size`` at a time (``lax.map``), which bounds the
-    permuted copies of ``x`` in memory to ``chunk_size``.
+    ``key`` is split into ``n_repeats`` keys, one permutation of the samples each; ``boot`` is
+    each candidate's bootstrap score averaged over the repeats. ``active`` is honoured (inactive
+    rows are NaN) only by the sequential ``chunk_size == 1`` form; the vectorized forms evaluate
+    every row, the caller discards padding.
     """
 
-    def one_repeat(x, y, masks, perm, boot_idx):
+    def one_repeat(x, y, masks, active, perm, boot_idx):
         x_shuffled = jnp.take(x, perm, axis=0)  # computed once, shared by every candidate
 
         def candidate(mask):
             pred = predict_fn(_permuted(x, x_shuffled, mask, feature_axis))
             return _score_and_bootstrap(score_fn, pred, y, boot_idx)
 
-        if chunk_size is None:
+        if chunk_size == 1:
+            nan_result = jax.tree.map(_nan_like, jax.eval_shape(candidate, masks[0]))
+            skip = lambda mask: nan_result  # noqa: E731
+            return jax.lax.map(lambda ma: jax.lax.cond(ma[1], candidate, skip, ma[0]),
+                               (masks, active))
+        if chunk_size >= masks.shape[0]:
             return jax.vmap(candidate)(masks)
         return jax.lax.map(candidate, masks, batch_size=chunk_size)
 
     @jax.jit
-    def run_pass(x, y, masks, key, boot_idx):
+    def run_pass(x, y, masks, active, key, boot_idx):
         n = x.shape[0]
         perms = jax.vmap(lambda k: jax.random.permutation(k, n))(jax.random.split(key, n_repeats))
-        repeat = lambda perm: one_repeat(x, y, masks, perm, boot_idx)  # noqa: E731
-        if chunk_size is None:
-            scores, boot = jax.vmap(repeat)(perms)  # (R, C), (R, C, B)
+        repeat = lambda perm: one_repeat(x, y, masks, active, perm, boot_idx)  # noqa: E731
+        if chunk_size >= masks.shape[0] * n_repeats:
+            scores, boot = jax.vmap(repeat)(perms)  # (R, S), (R, S, B)
         else:
             scores, boot = jax.lax.map(repeat, perms)
         return scores.T, boot.mean(axis=0)

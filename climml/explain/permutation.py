@@ -35,7 +35,7 @@ from climml.errors import ConfigError, DataError, expected
 from climml.explain._passes import PredictFn, ScoreFn, build_original_fn, build_pass_fn
 from climml.explain._result import PassRecord, importance_dataset
 
-# Permuted copies of the inputs (plus their predictions) held at once before chunking kicks in.
+# Accelerator memory for the candidate evaluations of a pass held at once (see _auto_chunk).
 MEMORY_BUDGET_BYTES = 1 << 30
 
 Groups = Mapping[str, Sequence[int]] | Sequence[Sequence[int]]
@@ -80,8 +80,8 @@ def permutation_importance(
         n_bootstrap: resamples (with replacement) of the samples for confidence intervals of
             each score; 0 skips them. The same resamples serve every candidate (paired).
         ci_level: coverage of the percentile bootstrap intervals.
-        chunk_size: candidates evaluated at once; default all of them unless their permuted
-            copies of ``inputs`` exceed ``MEMORY_BUDGET_BYTES``.
+        chunk_size: candidate evaluations in flight (see ``climml.explain._passes``); default
+            one at a time on CPU, else as many as ``MEMORY_BUDGET_BYTES`` holds.
 
     Returns:
         ``xr.Dataset`` over ``feature`` and ``pass`` (see ``climml.explain._result``): the
@@ -92,7 +92,8 @@ def permutation_importance(
     x, y = jnp.asarray(inputs), jnp.asarray(targets)
     axis = _feature_axis(feature_axis, x.ndim)
     _check_samples(x, y)
-    _check_counts(n_repeats=n_repeats, n_bootstrap=n_bootstrap, ci_level=ci_level)
+    _check_counts(n_repeats=n_repeats, n_bootstrap=n_bootstrap, ci_level=ci_level,
+                  chunk_size=chunk_size)
     names, masks = _group_masks(groups, feature_names, x.shape[axis])
     n_passes = _n_passes(multipass, max_passes, len(names))
     _check_score(predict_fn, score_fn, x, y)
@@ -100,7 +101,7 @@ def permutation_importance(
     perm_key, boot_key = jax.random.split(key)
     n = x.shape[0]
     boot_idx = jax.random.randint(boot_key, (n_bootstrap, n), 0, n) if n_bootstrap else None
-    chunk = chunk_size or _auto_chunk(predict_fn, x, len(names) * n_repeats)
+    chunk = chunk_size or _auto_chunk(predict_fn, x, jax.default_backend())
     run_pass = build_pass_fn(
         predict_fn, score_fn, feature_axis=axis, n_repeats=n_repeats, chunk_size=chunk
     )
@@ -109,11 +110,9 @@ def permutation_importance(
 
     records, frozen, remaining = [], np.zeros(masks.shape[1], bool), list(range(len(names)))
     for p in range(n_passes):
-        candidate_masks = frozen[None, :] | masks[remaining]
-        scores, boot = run_pass(
-            x, y, _pad(candidate_masks, len(names)), jax.random.fold_in(perm_key, p), boot_idx
-        )
-        scores, boot = np.asarray(scores)[: len(remaining)], np.asarray(boot)[: len(remaining)]
+        slots, active, rows = _pass_slots(masks, frozen, remaining, sequential=chunk == 1)
+        scores, boot = run_pass(x, y, slots, active, jax.random.fold_in(perm_key, p), boot_idx)
+        scores, boot = np.asarray(scores)[rows], np.asarray(boot)[rows]
         best = remaining[_most_degrading(scores.mean(axis=1), float(original), sign)]
         records.append(PassRecord(list(remaining), scores, boot, best))
         frozen |= masks[best]
@@ -137,28 +136,36 @@ def _most_degrading(mean_scores: np.ndarray, original: float, sign: float) -> in
     return int(np.argmax(np.where(np.isnan(importance), -np.inf, importance)))
 
 
-def _pad(candidate_masks: np.ndarray, n_groups: int) -> jax.Array:
-    """Pad the candidates (repeating the first) to a multiple of ``ceil(n_groups / 4)``.
+def _pass_slots(
+    masks: np.ndarray, frozen: np.ndarray, remaining: list[int], *, sequential: bool
+) -> tuple[jax.Array, jax.Array, list[int]]:
+    """Candidate masks of a pass, which of them to evaluate, and the rows holding ``remaining``.
 
-    Passes shrink by one candidate each; compiling every size would cost more than the padded
-    evaluations, so at most four sizes are compiled.
+    A sequential pass keeps one slot per group (frozen ones inactive, skipped), so every pass
+    reuses one compilation. A vectorized pass evaluates every slot, so it gets only the
+    remaining candidates, padded (with copies of the first) to a multiple of ``ceil(G / 4)``:
+    compiling each of the G sizes would cost more than the padded evaluations.
     """
-    count = candidate_masks.shape[0]
+    n_groups, count = masks.shape[0], len(remaining)
+    if sequential:
+        active = np.isin(np.arange(n_groups), remaining)
+        return jnp.asarray(frozen | masks), jnp.asarray(active), remaining
     step = math.ceil(n_groups / 4)
-    padding = np.repeat(candidate_masks[:1], step * math.ceil(count / step) - count, axis=0)
-    return jnp.asarray(np.concatenate([candidate_masks, padding]))
+    padded = remaining + remaining[:1] * (step * math.ceil(count / step) - count)
+    return jnp.asarray(frozen | masks[padded]), jnp.ones(len(padded), bool), list(range(count))
 
 
-def _auto_chunk(predict_fn: PredictFn, x: jax.Array, n_evaluations: int) -> int | None:
-    """Candidates per ``lax.map`` step so that their permuted inputs fit the memory budget.
+def _auto_chunk(predict_fn: PredictFn, x: jax.Array, backend: str) -> int:
+    """Candidate evaluations in flight by default.
 
-    Each evaluation holds a permuted copy of ``x``, the first layer's input-sized activations
-    and its predictions; ``None`` (everything at once) when all of them fit.
+    CPU: one at a time (see ``climml.explain._passes``: cache-resident activations beat a wide
+    vmap). Accelerators: as many as the memory budget holds, each evaluation counted as a
+    permuted copy of ``x``, first-layer activations of the same size, and the predictions.
     """
+    if backend == "cpu":
+        return 1
     pred = jax.eval_shape(predict_fn, x)
     per_evaluation = 2 * x.nbytes + math.prod(pred.shape) * pred.dtype.itemsize
-    if n_evaluations * per_evaluation <= MEMORY_BUDGET_BYTES:
-        return None
     return max(1, MEMORY_BUDGET_BYTES // per_evaluation)
 
 
@@ -181,13 +188,17 @@ def _check_samples(x: jax.Array, y: jax.Array) -> None:
         raise DataError(expected("targets", want, f"shape {y.shape}"))
 
 
-def _check_counts(*, n_repeats: int, n_bootstrap: int, ci_level: float) -> None:
+def _check_counts(
+    *, n_repeats: int, n_bootstrap: int, ci_level: float, chunk_size: int | None
+) -> None:
     if not isinstance(n_repeats, int) or n_repeats < 1:
         raise ConfigError(expected("n_repeats", "an integer >= 1", n_repeats))
     if not isinstance(n_bootstrap, int) or n_bootstrap < 0:
         raise ConfigError(expected("n_bootstrap", "an integer >= 0", n_bootstrap))
     if not 0.0 < ci_level < 1.0:
         raise ConfigError(expected("ci_level", "a coverage in (0, 1)", ci_level))
+    if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
+        raise ConfigError(expected("chunk_size", "None or an integer >= 1", chunk_size))
 
 
 def _check_score(predict_fn: PredictFn, score_fn: ScoreFn, x: jax.Array, y: jax.Array) -> None:

@@ -110,46 +110,45 @@ def _loop_reference(predict, x, y, key, masks, n_repeats, n_boot, ci_level=0.95)
     return original, scores, boot_ci, selected
 
 
-def test_equals_a_plain_loop_on_the_same_keys(redundant):
+LOOP_GROUPS = [[0, 2], [1], [3]]
+
+
+@pytest.fixture(scope="module")
+def loop_case(redundant):
+    """400 samples, grouped features, 2 repeats, 16 bootstrap resamples, and the loop's answer."""
     x, y, predict = redundant
     x, y = x[:400], y[:400]
-    groups = [[0, 2], [1], [3]]
     masks = np.zeros((3, 4), bool)
-    for g, members in enumerate(groups):
+    for g, members in enumerate(LOOP_GROUPS):
         masks[g, members] = True
     key = jax.random.key(7)
-    ds = permutation_importance(predict, x, y, mse, key=key, groups=groups, n_repeats=2,
-                                n_bootstrap=16)
-    original, scores, boot_ci, selected = _loop_reference(predict, x, y, key, masks, 2, 16)
+    return x, y, predict, key, _loop_reference(predict, x, y, key, masks, 2, 16)
 
+
+@pytest.mark.parametrize("chunk_size", [1, 2, 10_000])
+def test_equals_a_plain_loop_on_the_same_keys(loop_case, chunk_size):
+    """1 (CPU default): a scan skipping frozen candidates; 2: lax.map chunks that do not divide
+    the 3 candidates; 10,000: one vmap over all repeats and candidates (accelerator default)."""
+    x, y, predict, key, (original, scores, boot_ci, selected) = loop_case
+    ds = permutation_importance(predict, x, y, mse, key=key, groups=LOOP_GROUPS, n_repeats=2,
+                                n_bootstrap=16, chunk_size=chunk_size)
     np.testing.assert_allclose(float(ds.original_score), original, rtol=1e-5)
     np.testing.assert_allclose(ds.pass_score.values, np.mean(scores, axis=2), rtol=1e-5)
     np.testing.assert_allclose(ds.pass_score_std.values, np.std(scores, axis=2), rtol=1e-3,
                                atol=1e-5)
     np.testing.assert_allclose(ds.singlepass_score_ci.values, boot_ci[0], rtol=1e-5)
+    np.testing.assert_allclose(ds.multipass_score_ci.values[selected[-1]], boot_ci[-1, selected[-1]],
+                               rtol=1e-5)
     assert list(ds.feature.values) == ["feature_0+feature_2", "feature_1", "feature_3"]
     assert [list(ds.feature.values).index(s) for s in ds.selected.values] == selected
 
 
-def test_chunked_passes_equal_one_vmap(redundant):
-    x, y, predict = redundant
-    kwargs = dict(key=jax.random.key(3), n_repeats=3, n_bootstrap=8)
-    full = permutation_importance(predict, x, y, mse, **kwargs)
-    # 3 does not divide the 4 candidates of the first pass: lax.map's remainder path runs too
-    chunked = permutation_importance(predict, x, y, mse, chunk_size=3, **kwargs)
-    xr.testing.assert_allclose(full, chunked, rtol=1e-5, atol=1e-5)
-
-
-def test_memory_budget_switches_to_chunks_with_the_same_result(redundant, monkeypatch):
-    x, y, predict = redundant
-    kwargs = dict(key=jax.random.key(3), n_repeats=3, n_bootstrap=8)
-    full = permutation_importance(predict, x, y, mse, **kwargs)
-    per_evaluation = 2 * x.nbytes + N * 4
-    assert permutation._auto_chunk(predict, jnp.asarray(x), 12) is None
-    monkeypatch.setattr(permutation, "MEMORY_BUDGET_BYTES", 3 * per_evaluation)
-    assert permutation._auto_chunk(predict, jnp.asarray(x), 12) == 3
-    chunked = permutation_importance(predict, x, y, mse, **kwargs)
-    xr.testing.assert_allclose(full, chunked, rtol=1e-5, atol=1e-5)
+def test_default_chunks_follow_the_backend_and_memory_budget(redundant, monkeypatch):
+    x, _, predict = redundant
+    per_evaluation = 2 * x.nbytes + N * 4  # permuted copy + same-size activations + predictions
+    assert permutation._auto_chunk(predict, jnp.asarray(x), "cpu") == 1
+    monkeypatch.setattr(permutation, "MEMORY_BUDGET_BYTES", 3 * per_evaluation + 1)
+    assert permutation._auto_chunk(predict, jnp.asarray(x), "gpu") == 3
 
 
 def test_agrees_with_the_permutation_importance_package(redundant):
@@ -284,6 +283,7 @@ def test_result_round_trips_through_netcdf(redundant, tmp_path):
         ({"groups": [[0], [9]]}, ConfigError, "groups[1]"),
         ({"groups": {"a": []}}, ConfigError, "groups['a']"),
         ({"feature_names": ["a"]}, ConfigError, "feature_names"),
+        ({"chunk_size": 0}, ConfigError, "chunk_size"),
     ],
 )
 def test_bad_arguments_name_the_field(redundant, kwargs, error, field):
