@@ -4,7 +4,8 @@ A sample anchored at time index ``t`` has inputs ``t-input_steps+1 .. t`` and ta
 ``t + leads``. The loader reads the dataset in contiguous time blocks (one dask compute per
 block of many samples, never one small read per sample), cuts all windows of a block in memory
 with fancy indexing, and shuffles by mixing a few blocks at a time, so memory stays bounded
-while samples from distant years still share batches. Batch order is a pure function of
+while samples from distant years still share batches. Background threads read the next blocks
+and cut the next batches while the device computes. Batch order is a pure function of
 ``(seed, epoch)``: a resumed run restarts mid-epoch and sees exactly the same batches.
 """
 
@@ -17,12 +18,13 @@ from typing import Any, NamedTuple
 import numpy as np
 import xarray as xr
 
+from climml.data.blocks import BlockCache
 from climml.data.prefetch import prefetched
 from climml.data.validate import validate_dataset
 from climml.errors import ConfigError, DataError, expected
 
 CHANNEL_DIMS = ("feature", "channel")  # a variable's entries along these dims become channels
-BLOCK_BYTES = 32 * 2**20  # default block size: large reads, bounded memory
+BLOCK_BYTES = 16 * 2**20  # default block size: large reads, bounded memory
 
 
 class Batch(NamedTuple):
@@ -67,9 +69,10 @@ class WindowLoader:
         padding it (padding rows have weight 0, so every batch has the same shape).
     shuffle, seed: shuffled order from ``np.random.default_rng((seed, epoch))``.
     mask_channel: append a channel that is 1 where every input is finite.
-    prefetch: batches prepared ahead on a background thread (0: no thread).
+    prefetch: batches prepared ahead on a background thread, which also has the next group
+        of blocks read on a worker thread meanwhile (0: everything on the caller's thread).
     sharding: if given, array fields are ``jax.device_put`` with it (see ``batch_sharding``).
-    block_steps: anchors per contiguous read (default: about 32 MiB of arrays per block).
+    block_steps: anchors per contiguous read (default: about 16 MiB of arrays per block).
     shuffle_blocks: blocks whose samples are shuffled together (the shuffle buffer).
     """
 
@@ -97,6 +100,7 @@ class WindowLoader:
         _check_int("data.batch_size", batch_size, 1)
         _check_int("data.prefetch", prefetch, 0)
         _check_int("shuffle_blocks", shuffle_blocks, 1)
+        _check_int("seed", seed, 0)
         self.leads = _check_leads(leads)
         self.input_steps = int(input_steps)
         self.batch_size = int(batch_size)
@@ -106,7 +110,7 @@ class WindowLoader:
 
         self._source, self._spatial, self._channels = _input_layout(ds, inputs, target)
         self.inputs, self.target = tuple(inputs), target
-        self._target_spatial = tuple(ds[target].shape[1:])
+        self._target_spatial = tuple(self._source[target].shape[1:])
         self.anchors = _check_anchors(anchors, ds.sizes["time"], self.input_steps, self.leads)
         if block_steps is None:
             block_steps = max(self.batch_size, BLOCK_BYTES // self._bytes_per_step())
@@ -158,12 +162,7 @@ class WindowLoader:
                 expected("start_batch", f"an integer in [0, {len(self)}]", start_batch)
             )
         batches = self._batches(epoch, start_batch)
-        if self.sharding is not None:
-            batches = map(self._to_device, batches)
-        if self.prefetch:
-            yield from prefetched(batches, self.prefetch)
-        else:
-            yield from batches
+        return prefetched(batches, self.prefetch) if self.prefetch else batches
 
     def _plan(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
         """Visiting order of epoch ``epoch``: positions into ``anchors``, and for each block
@@ -187,17 +186,19 @@ class WindowLoader:
 
     def _batches(self, epoch: int, start_batch: int) -> Iterator[Batch]:
         order, group = self._plan(epoch)
-        cache: dict[int, _Block] = {}
-        for k in range(start_batch, len(self)):
-            positions = order[k * self.batch_size : (k + 1) * self.batch_size]
-            needed = np.unique(self._block_of[positions])
-            current = group[needed].min()
-            for b in [b for b in cache if group[b] < current]:  # groups already finished
-                del cache[b]
-            for b in needed:
-                if b not in cache:
-                    cache[b] = self._read_block(int(b))
-            yield self._assemble(positions, cache)
+        size = self.batch_size
+        remaining = self._block_of[order[start_batch * size : len(self) * size]]
+        _, first = np.unique(remaining, return_index=True)
+        sequence = remaining[np.sort(first)]  # blocks in the order batches first need them
+        # With a prefetch thread, the next group of blocks is read while this one is cut.
+        cache = BlockCache(self._read_block, group, sequence, ahead=1 if self.prefetch else 0)
+        try:
+            for k in range(start_batch, len(self)):
+                positions = order[k * size : (k + 1) * size]
+                batch = self._assemble(positions, cache.get(np.unique(self._block_of[positions])))
+                yield batch if self.sharding is None else self._to_device(batch)
+        finally:
+            cache.close()
 
     def _read_block(self, block: int) -> _Block:
         """Read every time step the samples of ``block`` touch, with one dask compute."""
@@ -224,7 +225,7 @@ class WindowLoader:
         target[~valid] = 0.0
         return _Block(lo, inputs, target, valid.astype(np.float32))
 
-    def _assemble(self, positions: np.ndarray, cache: dict[int, _Block]) -> Batch:
+    def _assemble(self, positions: np.ndarray, blocks: dict[int, _Block]) -> Batch:
         n, size = len(positions), self.batch_size
         x = np.zeros((size, *self._input_shape), np.float32)
         y = np.zeros((size, len(self.leads), *self._target_spatial), np.float32)
@@ -235,10 +236,10 @@ class WindowLoader:
         weight = (np.arange(size) < n).astype(np.float32)
         window = np.arange(1 - self.input_steps, 1)
         leads = np.asarray(self.leads)
-        blocks = self._block_of[positions]
-        for b in np.unique(blocks):
-            rows = np.flatnonzero(blocks == b)
-            block = cache[int(b)]
+        block_of = self._block_of[positions]
+        for b in np.unique(block_of):
+            rows = np.flatnonzero(block_of == b)
+            block = blocks[int(b)]
             rel = anchor[rows] - block.start  # anchor's index inside the block
             _gather(block.inputs, rel[:, None] + window, x, rows)
             _gather(block.target, rel[:, None] + window, history, rows)
@@ -287,7 +288,8 @@ def _input_layout(
             raise DataError(expected("data.inputs", "variables with the same non-time dims", found))
         source[name] = var.transpose("time", *spatial_dims, *extra)
         channels += int(np.prod([var.sizes[d] for d in extra], dtype=np.int64))
-    source[target] = ds[target].transpose("time", ...)
+    if target not in source:  # an input doubling as target keeps its input layout
+        source[target] = ds[target].transpose("time", ...)
     spatial = tuple(first.sizes[d] for d in spatial_dims)
     return xr.Dataset(source), spatial, channels
 

@@ -12,6 +12,7 @@ import pytest
 import xarray as xr
 
 import climml.data as cd
+from climml.data.blocks import BlockCache
 from climml.errors import ConfigError, DataError
 
 LEADS = (1, 3, 6)
@@ -46,7 +47,7 @@ def _real(batches):
 def _prefetch_threads():
     gc.collect()
     time.sleep(0.1)  # a stopping thread checks its stop flag every 50 ms
-    return [t for t in threading.enumerate() if t.name == "climml-prefetch" and t.is_alive()]
+    return [t for t in threading.enumerate() if t.name.startswith("climml-") and t.is_alive()]
 
 
 @pytest.mark.parametrize("shuffle", [False, True])
@@ -103,6 +104,28 @@ def test_gridded_target_channel_dims_and_spec():
     assert batch.y_valid[0, :, 0, 0].sum() == 0 and batch.y_valid[0, :, 1:, :].min() == 1
     shapes = [(8, 2, 3, 4, 3), (8, 2, 3, 4), (8, 2, 3, 4), (8, 2, 3, 4), (8,), (8,)]
     assert [getattr(batch, name).shape for name in batch._fields] == shapes
+
+
+def test_inputs_stored_in_another_dim_order_are_aligned():
+    time_ = pd.date_range("2000-01-01", periods=20, freq="MS")
+    u = np.random.default_rng(1).standard_normal((20, 3, 4)).astype(np.float32)
+    data = xr.Dataset(
+        {"u": (("time", "lat", "lon"), u), "v": (("lon", "time", "lat"), u.transpose(2, 0, 1))},
+        coords={"time": time_},
+    )
+    loader = cd.WindowLoader(
+        data,
+        inputs=["u", "v"],
+        target="v",
+        input_steps=2,
+        leads=[1],
+        anchors=np.arange(1, 19),
+        batch_size=4,
+    )
+    batch = next(iter(loader))
+    np.testing.assert_array_equal(batch.x[..., 0], batch.x[..., 1])
+    np.testing.assert_array_equal(batch.y[:, 0], u[batch.anchor + 1])
+    assert loader.spec.output_shape == (1, 3, 4)
 
 
 def test_one_dimensional_inputs_give_time_by_channel(ds):
@@ -164,14 +187,31 @@ def test_fixed_batch_shapes_with_padding_weights(ds):
     assert len(dropped) == 3 and all(b.weight.min() == 1 for b in dropped)
 
 
-def test_each_block_is_read_once_per_epoch(ds):
+@pytest.mark.parametrize("prefetch", [0, 2])
+def test_each_block_is_read_once_per_epoch(ds, prefetch):
     """Reads are contiguous blocks of many samples, never one read per sample."""
-    loader = _loader(ds, shuffle=True, block_steps=20, shuffle_blocks=2, prefetch=0)
+    loader = _loader(ds, shuffle=True, block_steps=20, shuffle_blocks=2, prefetch=prefetch)
     reads = []
     read_block = loader._read_block
     loader._read_block = lambda b: reads.append(b) or read_block(b)
     _real(loader.epoch(0))
     assert sorted(reads) == list(range(6))  # 112 anchors / 20 per block -> 6 blocks, once each
+
+
+def test_block_cache_reads_one_group_ahead_and_frees_finished_groups():
+    reads = []
+    group = np.array([0, 0, 1, 1, 2, 2])
+    cache = BlockCache(lambda b: reads.append(b) or f"block {b}", group, np.arange(6), ahead=1)
+    try:
+        assert cache.get(np.array([1])) == {1: "block 1"}
+        assert sorted(cache._blocks) == [0, 1, 2, 3]  # group 0 and, read ahead, group 1
+        cache.get(np.array([2, 3]))
+        assert sorted(cache._blocks) == [2, 3, 4, 5]  # group 0 freed, group 2 read ahead
+        cache.get(np.array([5]))
+        assert sorted(cache._blocks) == [4, 5]
+    finally:
+        cache.close()
+    assert sorted(reads) == list(range(6))
 
 
 def test_prefetched_and_synchronous_batches_are_identical(ds):
@@ -259,4 +299,4 @@ def test_bad_arguments_name_the_field(ds):
     with pytest.raises(ConfigError, match=r"data\.batch_size"):
         _loader(ds, anchors=np.arange(2, 10), drop_last=True)
     with pytest.raises(ConfigError, match=r"start_batch"):
-        next(_loader(ds).epoch(0, start_batch=99))
+        _loader(ds).epoch(0, start_batch=99)
