@@ -64,6 +64,9 @@ class Experiment:
 
 def prepare(cfg: Config) -> Experiment:
     """Load and validate the source, split it in time, fit the normalizer on the training split."""
+    from climml import tasks
+
+    tasks.get(cfg.eval.task).check(cfg)
     d = cfg.data
     raw = cdata.load_source(d.source, **dict(d.source_args))
     cdata.validate_dataset(raw, variables=[*d.inputs, d.target], dims=("time",))
@@ -142,6 +145,21 @@ def evaluate(cfg: Config, workdir: str | Path, exp: Experiment | None = None) ->
     return metrics
 
 
+def explain(cfg: Config, workdir: str | Path, exp: Experiment | None = None) -> dict:
+    """Permutation importance of a trained run's input channels (+ saliency maps if gridded).
+
+    Writes importance.nc/.png (saliency.nc/.png) and importance.json (metrics.json's shape).
+    """
+    from climml.explain import stage
+
+    stage.check(cfg)
+    exp = exp or prepare(cfg)
+    workdir = Path(workdir)
+    summary = stage.explain_run(exp, trained_model(exp, workdir), workdir)
+    write_json(workdir / "importance.json", summary)
+    return summary
+
+
 @dataclass
 class RunResult:
     """What ``run`` produced: the working directory, the metrics and the training history."""
@@ -152,11 +170,19 @@ class RunResult:
 
 
 def run(cfg: Config, workdir: str | Path | None = None) -> RunResult:
-    """Train → evaluate → report in ``workdir`` (default ``cfg.output.workdir``); resumable."""
+    """Train → evaluate (→ explain) → report in ``workdir`` (default ``cfg.output.workdir``); resumable."""
     workdir = Path(workdir or cfg.output.workdir)
     exp = prepare(cfg)  # all config and data errors surface before anything is written
+    if cfg.eval.explain.enabled:
+        from climml.explain import stage
+
+        stage.check(cfg)
     result = train(cfg, workdir, exp)
     metrics = evaluate(cfg, workdir, exp)
+    if cfg.eval.explain.enabled:
+        for predictor, values in explain(cfg, workdir, exp).items():
+            metrics.setdefault(predictor, {}).update(values)
+        write_json(workdir / "metrics.json", metrics)
     if cfg.output.plots:
         from climml.viz.plots import plot_loss_curve
 

@@ -1,6 +1,8 @@
 """Task-specific evaluation: what a trained model is scored on and what a run writes.
 
-Each task module provides ``evaluate(exp, model, workdir) -> metrics`` returning
+Each task module provides ``check(cfg)``, which raises ``ConfigError`` for settings it cannot
+score (called before training, so a bad config fails fast), and
+``evaluate(exp, model, workdir) -> metrics`` returning
 ``{"<predictor>": {"<metric>": {"<key>": value}}}`` (keys are leads, classes, ...) and writing its
 predictions and figures into ``workdir``.
 """

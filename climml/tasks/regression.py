@@ -18,7 +18,7 @@ import xarray as xr
 
 from climml import metrics as cm_metrics
 from climml.errors import ConfigError, expected
-from climml.models.linear import make_baseline
+from climml.models.linear import BASELINES, make_baseline
 
 SCORES: dict[str, Callable[..., Any]] = {
     "rmse": cm_metrics.rmse,
@@ -29,12 +29,19 @@ SCORES: dict[str, Callable[..., Any]] = {
 }
 
 
-def evaluate(exp: Any, model: Any, workdir: Path) -> dict:
-    """Score ``model`` and the configured baselines on ``exp.cfg.eval.split``."""
-    cfg = exp.cfg
+def check(cfg: Any) -> None:
+    """Reject unknown metric or baseline names before any training starts."""
     for name in cfg.eval.metrics:
         if name not in SCORES:
             raise ConfigError(expected("eval.metrics", f"names from {sorted(SCORES)}", repr(name)))
+    for name in cfg.eval.baselines:
+        if name not in BASELINES:
+            raise ConfigError(expected("eval.baselines", f"names from {sorted(BASELINES)}", repr(name)))
+
+
+def evaluate(exp: Any, model: Any, workdir: Path) -> dict:
+    """Score ``model`` and the configured baselines on ``exp.cfg.eval.split``."""
+    cfg = exp.cfg
     train_batches = exp.loader("train").epoch(0)
     predictors = [model] + [
         make_baseline(name, exp.spec, cfg.data.leads).fit(train_batches) for name in cfg.eval.baselines

@@ -59,18 +59,25 @@ def test_run_writes_the_whole_report(tmp_path, capsys):
         (["--set", "train.epochs=x"], "train.epochs: expected int, found 'x'"),
         (["--set", "data.inputs=[sst, salinity]"], "salinity"),
         (["--set", "data.source=/no/such/store.zarr"], "data.source"),
+        (["--set", "eval.task=forecast"], "eval.task"),
     ],
 )
-def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
+def test_bad_input_is_one_line_and_status_2(tmp_path, capsys, args, message):
     workdir = tmp_path / "bad"
-    proc = subprocess.run(
-        [sys.executable, "-m", "climml.cli", "run", "configs/quickstart.yaml", "--workdir",
-         str(workdir), *args], capture_output=True, text=True, timeout=300,
-    )
-    assert proc.returncode == 2
-    lines = proc.stderr.strip().splitlines()
+    assert main(["run", "configs/quickstart.yaml", "--workdir", str(workdir), *args]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("climml: error: ") and message in lines[0]
     assert not workdir.exists()  # nothing half-written
+
+
+def test_console_script_exits_2_without_traceback(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "climml.cli", "run", "configs/quickstart.yaml", "--workdir",
+         str(tmp_path / "bad"), "--set", "model.filtres=[4]"], capture_output=True, text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "climml: error: model.filtres: unknown key (did you mean 'filters'?)"
 
 
 def test_workdir_of_another_experiment_is_refused(tmp_path):
