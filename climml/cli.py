@@ -1,4 +1,4 @@
-"""Command line: ``climml run | train | evaluate | predict CONFIG [--workdir DIR] [--set k=v ...]``.
+"""Command line: ``climml run | train | evaluate | predict | explain CONFIG [--workdir DIR] ...``.
 
 Thin by design: parse arguments, load the config, call ``climml.pipeline``. Any ``ClimmlError``
 (bad config, data or checkpoint) is printed as one line and exits with status 2.
@@ -22,6 +22,7 @@ def _parser() -> argparse.ArgumentParser:
         "train": "train only (resumes from the last checkpoint)",
         "evaluate": "score a trained run on the evaluation split; writes metrics.json",
         "predict": "write a trained run's forecasts for a split to zarr",
+        "explain": "permutation importance of a trained run's input channels (+ saliency maps)",
     }
     for name, text in helps.items():
         sub = commands.add_parser(name, help=text, description=text)
@@ -53,6 +54,8 @@ def _dispatch(args: argparse.Namespace) -> None:
         print(json.dumps(pipeline.evaluate(cfg, workdir), indent=2))
     elif args.command == "predict":
         print(pipeline.predict(cfg, workdir, split=args.split, output=args.output))
+    elif args.command == "explain":
+        print(json.dumps(pipeline.explain(cfg, workdir), indent=2))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -170,7 +170,7 @@ class RunResult:
 
 
 def run(cfg: Config, workdir: str | Path | None = None) -> RunResult:
-    """Train → evaluate (→ explain) → report in ``workdir`` (default ``cfg.output.workdir``); resumable."""
+    """Train → evaluate (→ explain) → report in ``workdir`` (default ``output.workdir``); resumable."""
     workdir = Path(workdir or cfg.output.workdir)
     exp = prepare(cfg)  # all config and data errors surface before anything is written
     if cfg.eval.explain.enabled:

@@ -50,7 +50,8 @@ def saliency(
         raise ConfigError(expected("chunk_size", "None or an integer >= 1", chunk_size))
     x = jnp.asarray(inputs)
     if x.ndim < 2 or not jnp.issubdtype(x.dtype, jnp.floating):
-        raise DataError(expected("inputs", "a float array (N, *sample_shape)", f"{x.dtype}{x.shape}"))
+        found = f"{x.dtype}{x.shape}"
+        raise DataError(expected("inputs", "a float array (N, *sample_shape)", found))
     out_fn = output_fn or jnp.sum
     out = jax.eval_shape(lambda s: out_fn(predict_fn(s[None])[0]), x[0])
     if out.shape != ():

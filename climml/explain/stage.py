@@ -1,0 +1,141 @@
+"""The explain stage of a run: which input channels a trained model relies on, and where.
+
+On the evaluation split (at most ``eval.explain.max_samples`` samples, drawn with the run's seed)
+it computes single- and multi-pass permutation importance of every input channel (all input steps
+and grid points of a channel permuted together) and, for gridded inputs, the mean gradient
+saliency of the forecast. Scores are in normalized units, which ranks channels the same way.
+
+Writes into the run directory: ``importance.nc`` (the ``permutation_importance`` Dataset),
+``importance.png`` and, for gridded inputs, ``saliency.nc`` / ``saliency.png``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import xarray as xr
+
+from climml import metrics
+from climml.data.loader import CHANNEL_DIMS
+from climml.errors import ConfigError, expected
+from climml.explain.gradients import saliency
+from climml.explain.permutation import permutation_importance
+
+# name -> (score(pred, target) with NaN targets masked, higher_is_better)
+SCORES = {
+    "rmse": (metrics.rmse, False),
+    "mae": (metrics.mae, False),
+    "correlation": (metrics.correlation, True),
+}
+
+
+def check(cfg: Any) -> None:
+    """Fail before training if the ``eval.explain`` section cannot be honoured."""
+    ecfg = cfg.eval.explain
+    if cfg.eval.task != "regression":
+        raise ConfigError(expected("eval.explain.enabled", "a regression task", cfg.eval.task))
+    if ecfg.score not in SCORES:
+        raise ConfigError(expected("eval.explain.score", f"one of {sorted(SCORES)}",
+                                   repr(ecfg.score)))
+    if ecfg.n_repeats < 1:
+        raise ConfigError(expected("eval.explain.n_repeats", "an integer >= 1", ecfg.n_repeats))
+    if ecfg.max_samples is not None and ecfg.max_samples < 2:
+        raise ConfigError(expected("eval.explain.max_samples", "None or >= 2", ecfg.max_samples))
+    if ecfg.max_passes is not None and ecfg.max_passes < 1:
+        raise ConfigError(expected("eval.explain.max_passes", "None or >= 1", ecfg.max_passes))
+
+
+def explain_run(exp: Any, model: Any, workdir: Path) -> dict:
+    """Run the stage on a prepared experiment and trained model (``pipeline.TrainedModel``).
+
+    Returns ``{"model": {"singlepass_importance" | "multipass_importance" | "multipass_rank":
+    {channel: value}}}``, the shape of ``metrics.json``.
+    """
+    cfg = exp.cfg
+    check(cfg)
+    ecfg = cfg.eval.explain
+    x, y = _samples(exp.loader(cfg.eval.split), ecfg.max_samples, cfg.seed)
+    score_fn, higher_is_better = SCORES[ecfg.score]
+    names = channel_names(exp)
+    predict_fn = model.predict_fn()
+    result = permutation_importance(
+        predict_fn, x, y, score_fn, key=jax.random.key(cfg.seed), feature_names=names,
+        n_repeats=ecfg.n_repeats, multipass=ecfg.multipass, max_passes=ecfg.max_passes,
+        higher_is_better=higher_is_better,
+    )
+    result.attrs.update(score=ecfg.score, split=cfg.eval.split, units="normalized")
+    result.to_netcdf(workdir / "importance.nc")
+    gridded = x.ndim == 5  # (N, steps, lat, lon, channels)
+    if gridded:
+        maps = saliency_map(exp, predict_fn, x, names)
+        maps.to_netcdf(workdir / "saliency.nc")
+    if cfg.output.plots:
+        _plot(result, maps if gridded else None, workdir, ecfg.score)
+    return {"model": _summary(result)}
+
+
+def channel_names(exp: Any) -> list[str]:
+    """Names of the loader's input channels: each input variable (one per entry of a
+    ``feature``/``channel`` dim), then ``mask`` if a validity channel is appended."""
+    names = []
+    for var in exp.cfg.data.inputs:
+        extra = [d for d in exp.raw[var].dims if d in CHANNEL_DIMS]
+        size = int(np.prod([exp.raw[var].sizes[d] for d in extra], dtype=np.int64))
+        names += [var] if not extra else [f"{var}[{i}]" for i in range(size)]
+    return names + (["mask"] if exp.cfg.data.mask_channel else [])
+
+
+def saliency_map(exp: Any, predict_fn: Any, x: np.ndarray, names: list[str]) -> xr.DataArray:
+    """Mean over samples of d(mean forecast)/d(input), summed over steps: (lat, lon, channel).
+
+    The forecast is averaged over leads and target points, so a positive value marks where a
+    positive anomaly of that channel (at any input step) raises the forecast.
+    """
+    grads = saliency(predict_fn, x, output_fn=jnp.mean, chunk_size=64)
+    values = np.asarray(grads).mean(axis=0).sum(axis=0)
+    first = exp.raw[exp.cfg.data.inputs[0]]
+    dims = [d for d in first.dims if d != "time" and d not in CHANNEL_DIMS]
+    coords = {d: first[d].values for d in dims if d in first.coords}
+    units = {"units": "normalized forecast per normalized input"}
+    return xr.DataArray(values, dims=(*dims, "channel"), coords={**coords, "channel": names},
+                        name="saliency", attrs=units)
+
+
+def _samples(loader: Any, max_samples: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """All real samples of ``loader`` (padding dropped), at most ``max_samples`` drawn with
+    ``seed`` (kept in time order); targets NaN where missing, which the scores mask."""
+    xs, ys = [], []
+    for batch in loader.epoch(0):
+        keep = np.asarray(batch.weight) > 0
+        xs.append(np.asarray(batch.x)[keep])
+        ys.append(np.where(np.asarray(batch.y_valid) > 0, batch.y, np.nan)[keep])
+    x, y = np.concatenate(xs), np.concatenate(ys).astype(np.float32)
+    if max_samples is not None and x.shape[0] > max_samples:
+        rows = np.sort(np.random.default_rng(seed).choice(x.shape[0], max_samples, replace=False))
+        x, y = x[rows], y[rows]
+    return x, y
+
+
+def _summary(result: xr.Dataset) -> dict[str, dict[str, float]]:
+    keys = ["singlepass_importance", "multipass_importance", "multipass_rank"]
+    return {
+        key: {str(f): float(v) for f, v in zip(result.feature.values, result[key].values,
+                                                strict=True)}
+        for key in keys if key in result
+    }
+
+
+def _plot(result: xr.Dataset, maps: xr.DataArray | None, workdir: Path, score: str) -> None:
+    from climml.viz.importance import plot_importance, plot_saliency
+
+    plot_importance(result, score_name=f"{score} (normalized)").savefig(
+        workdir / "importance.png", dpi=120)
+    if maps is not None:
+        lat, lon = (maps[d].values if d in maps.coords else None for d in maps.dims[:2])
+        plot_saliency(maps.values, lat=lat, lon=lon, names=list(maps.channel.values),
+                      title="saliency of the mean forecast (summed over input steps)").savefig(
+            workdir / "saliency.png", dpi=120)
