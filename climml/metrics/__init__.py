@@ -31,6 +31,24 @@ NaN policy (the one place it is written down)
    In ``fss`` NaN cells count as non-events inside the windows and are left out of the sums.
 """
 
+from climml.metrics import xr
+from climml.metrics._masking import weighted_mean
+from climml.metrics.bootstrap import bootstrap, resample_indices
+from climml.metrics.categorical import (
+    Contingency,
+    accuracy,
+    contingency,
+    csi,
+    ets,
+    f1_score,
+    far,
+    frequency_bias,
+    hss,
+    pod,
+    pofd,
+    precision,
+    recall,
+)
 from climml.metrics.continuous import (
     Comoments,
     ErrorSums,
@@ -44,20 +62,53 @@ from climml.metrics.continuous import (
     rmse,
 )
 from climml.metrics.multiclass import confusion_matrix, iou, iou_from_confusion, mean_iou
+from climml.metrics.probabilistic import brier_score, crps_ensemble, crps_gaussian, pooled_crps
+from climml.metrics.roc import RocHistogram, roc_auc, roc_curve, roc_histogram
+from climml.metrics.spatial import FssSums, fss, fss_sums
+from climml.metrics.spectral import radial_psd
 
 __all__ = [
     "Comoments",
+    "Contingency",
     "ErrorSums",
+    "FssSums",
+    "RocHistogram",
     "acc",
+    "accuracy",
     "bias",
+    "bootstrap",
+    "brier_score",
     "comoments",
     "confusion_matrix",
+    "contingency",
     "correlation",
+    "crps_ensemble",
+    "crps_gaussian",
+    "csi",
     "error_sums",
+    "ets",
+    "f1_score",
+    "far",
+    "frequency_bias",
+    "fss",
+    "fss_sums",
+    "hss",
     "iou",
     "iou_from_confusion",
     "latitude_weights",
     "mae",
     "mean_iou",
+    "pod",
+    "pofd",
+    "pooled_crps",
+    "precision",
+    "radial_psd",
+    "recall",
+    "resample_indices",
     "rmse",
+    "roc_auc",
+    "roc_curve",
+    "roc_histogram",
+    "weighted_mean",
+    "xr",
 ]

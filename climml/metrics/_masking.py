@@ -76,7 +76,7 @@ def zero_where_invalid(x: Array, valid: Array) -> Array:
 
 
 def ratio(numerator: Array, denominator: Array) -> Array:
-    """``numerator / denominator``, NaN where the denominator is 0 (a score with no valid points)."""
+    """``numerator / denominator``, NaN where the denominator is 0 (e.g. no valid points)."""
     safe = jnp.where(denominator == 0, 1, denominator)
     return jnp.where(denominator == 0, jnp.nan, numerator / safe)
 

@@ -179,9 +179,7 @@ def comoments(x: ArrayLike, y: ArrayLike, axis: Axis = None, weights=None) -> Co
     )
 
 
-def correlation(
-    forecast: ArrayLike, observed: ArrayLike, axis: Axis = None, weights=None
-) -> Array:
+def correlation(forecast: ArrayLike, observed: ArrayLike, axis: Axis = None, weights=None) -> Array:
     """Weighted Pearson correlation over ``axis`` (see ``comoments`` for arguments)."""
     return comoments(forecast, observed, axis, weights).correlation()
 

@@ -30,14 +30,18 @@ def test_rmse_mae_bias_match_numpy(pair):
     np.testing.assert_allclose(cm.mae(f, o), np.mean(np.abs(e)), rtol=1e-5)
     np.testing.assert_allclose(cm.bias(f, o), np.mean(e), rtol=1e-5)
     np.testing.assert_allclose(cm.rmse(f, o, axis=0), np.sqrt(np.mean(e**2, axis=0)), rtol=1e-5)
-    np.testing.assert_allclose(cm.mae(f, o, axis=(1, 2)), np.mean(np.abs(e), axis=(1, 2)), rtol=1e-5)
+    np.testing.assert_allclose(
+        cm.mae(f, o, axis=(1, 2)), np.mean(np.abs(e), axis=(1, 2)), rtol=1e-5
+    )
 
 
 def test_weights_match_numpy_average(pair):
     f, o = pair
     w = cm.latitude_weights(np.linspace(-60, 60, 5))[:, None]  # (lat, 1) against (t, lat, lon)
     e2 = (f.astype(np.float64) - o) ** 2
-    want = np.sqrt(np.average(e2, axis=(1, 2), weights=np.broadcast_to(np.asarray(w), e2.shape[1:])))
+    want = np.sqrt(
+        np.average(e2, axis=(1, 2), weights=np.broadcast_to(np.asarray(w), e2.shape[1:]))
+    )
     np.testing.assert_allclose(cm.rmse(f, o, axis=(1, 2), weights=w), want, rtol=1e-5)
 
 
@@ -77,9 +81,7 @@ def test_acc_against_formula(pair):
     unc = np.sum(fa * oa, axis=0) / np.sqrt(np.sum(fa**2, 0) * np.sum(oa**2, 0))
     np.testing.assert_allclose(cm.acc(f, o, clim, axis=0), unc, rtol=1e-4)
     cen = [np.corrcoef(fa[:, i, j], oa[:, i, j])[0, 1] for i in range(5) for j in range(4)]
-    np.testing.assert_allclose(
-        cm.acc(f, o, clim, axis=0, centered=True).ravel(), cen, rtol=1e-4
-    )
+    np.testing.assert_allclose(cm.acc(f, o, clim, axis=0, centered=True).ravel(), cen, rtol=1e-4)
     # climatology=None: the inputs are anomalies already.
     np.testing.assert_allclose(cm.acc(fa, oa, axis=0), unc, rtol=1e-4)
 
@@ -94,9 +96,7 @@ def test_chunked_accumulation_equals_one_shot(pair):
     np.testing.assert_allclose(err.rmse(), cm.rmse(f, o, axis=0), rtol=1e-5)
     np.testing.assert_allclose(err.bias(), cm.bias(f, o, axis=0), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(mom.correlation(), cm.correlation(f, o, axis=0), rtol=1e-4)
-    np.testing.assert_allclose(
-        mom.correlation(centered=False), cm.acc(f, o, axis=0), rtol=1e-4
-    )
+    np.testing.assert_allclose(mom.correlation(centered=False), cm.acc(f, o, axis=0), rtol=1e-4)
 
 
 def test_empty_chunk_merges_as_identity(pair):

@@ -1,0 +1,65 @@
+"""Sorting small ensembles fast on every backend.
+
+XLA's generic sort is slow on CPU (a comparator call per comparison: ~5 s for 10^6 rows of
+50 values, 10x numpy). For ensembles of up to ``NETWORK_MAX`` members we instead run a
+sorting network: a fixed list of compare-exchange steps on whole member slices, which XLA
+fuses into one vectorised loop over points (about 0.05-0.1 s for the same array). Larger
+ensembles fall back to ``lax.sort``.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax.numpy as jnp
+from jax import Array, lax
+
+NETWORK_MAX = 64
+
+
+@functools.cache
+def merge_exchange_pairs(n: int) -> tuple[tuple[int, int], ...]:
+    """Comparator pairs ``(i, j)``, i < j, of Batcher's merge-exchange sort for n inputs.
+
+    Knuth, TAOCP vol. 3, Algorithm 5.2.2M; valid for any n (not only powers of two), with
+    O(n log^2 n) comparators (395 for n = 50).
+    """
+    if n < 2:
+        return ()
+    pairs = []
+    t = (n - 1).bit_length()
+    p = 1 << (t - 1)
+    while p > 0:
+        q, r, d = 1 << (t - 1), 0, p
+        while d > 0:
+            pairs.extend((i, i + d) for i in range(n - d) if i & p == r)
+            d, q, r = q - p, q >> 1, p
+        p >>= 1
+    return tuple(pairs)
+
+
+def sort_members(values: Array, weights: Array | None = None) -> tuple[Array, Array | None]:
+    """Sort along the leading (member) axis, carrying optional weights along.
+
+    Args:
+      values: ``(M, ...)`` array without NaN (callers map NaN to +inf first).
+      weights: ``(M, ...)`` array permuted together with ``values``, or None.
+
+    Returns:
+      ``(sorted_values, permuted_weights)``, both ``(M, ...)``.
+    """
+    m = values.shape[0]
+    if m > NETWORK_MAX:
+        if weights is None:
+            return lax.sort(values, dimension=0), None
+        return tuple(lax.sort((values, weights), dimension=0, num_keys=1))
+    rows = list(values)
+    wrows = None if weights is None else list(weights)
+    for i, j in merge_exchange_pairs(m):
+        a, b = rows[i], rows[j]
+        rows[i], rows[j] = jnp.minimum(a, b), jnp.maximum(a, b)
+        if wrows is not None:
+            swap = a > b
+            wa, wb = wrows[i], wrows[j]
+            wrows[i], wrows[j] = jnp.where(swap, wb, wa), jnp.where(swap, wa, wb)
+    return jnp.stack(rows), None if wrows is None else jnp.stack(wrows)

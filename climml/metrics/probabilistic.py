@@ -1,0 +1,206 @@
+"""Probabilistic scores: Brier score, ensemble and Gaussian CRPS, DGMR-style pooled CRPS.
+
+CRPS values are per point (like scoringrules and properscoring); average them with
+``weighted_mean`` or the xarray wrapper, which skip masked (NaN) points.
+
+Ensemble CRPS, for members x_i with weights w_i (sum 1) and observation y:
+
+    CRPS = Σ_i w_i |x_i - y| - ½ Σ_i Σ_j w_i w_j |x_i - x_j|
+
+the energy form of the CRPS of the empirical distribution. After sorting the members the
+double sum is ``2 Σ_i w_i x_(i) (W_<i - W_>i)`` (W_<i, W_>i: weight below / above member i),
+so the cost is one sort per point, O(M log M) (a sorting network for M <= 64, see
+``_sorting``). The fair (ensemble-size-unbiased, Ferro 2014) estimator divides the spread
+term by ``1 - Σ w_i²``, i.e. by ``M (M - 1)`` instead of ``M²`` for equal weights.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax.numpy as jnp
+from jax import Array, lax
+from jax.scipy.stats import norm
+from jax.typing import ArrayLike
+
+from climml.errors import ConfigError, DataError, expected
+from climml.metrics._masking import Axis, as_float, check_broadcast, ratio
+from climml.metrics._sorting import sort_members
+from climml.metrics.continuous import error_sums
+
+
+def brier_score(
+    probability: ArrayLike, observed: ArrayLike, axis: Axis = None, weights=None
+) -> Array:
+    """Mean squared difference between event probability and outcome (0/1), in [0, 1].
+
+    Args:
+      probability: forecast probabilities in [0, 1]; NaN masks the point.
+      observed: outcomes, 0/1 or boolean (NaN masks), broadcastable with ``probability``.
+      axis, weights: as in ``error_sums``.
+    """
+    probability, observed = as_float(probability, observed)
+    return error_sums(probability, observed, axis, weights).mse()
+
+
+def crps_ensemble(
+    forecast: ArrayLike,
+    observed: ArrayLike,
+    ensemble_axis: int = -1,
+    fair: bool = False,
+    weights: ArrayLike | None = None,
+) -> Array:
+    """CRPS of an ensemble forecast at every point, in the units of the data.
+
+    Args:
+      forecast: ensemble with members along ``ensemble_axis``, e.g. ``(..., M)``. NaN
+        members are omitted per point.
+      observed: observations broadcastable with ``forecast`` without its member axis.
+      ensemble_axis: the member axis of ``forecast``.
+      fair: use the fair estimator (needs >= 2 valid members, else NaN).
+      weights: non-negative member weights broadcastable against ``forecast`` (None:
+        equal), normalised per point over the valid members (as properscoring's
+        ``weights``).
+
+    Returns:
+      CRPS with the member axis removed; NaN where the observation is NaN or no member is
+      valid.
+    """
+    forecast, observed = as_float(forecast, observed)
+    members = _members_first(forecast, ensemble_axis)
+    check_broadcast(**{"forecast without members": members[0], "observed": observed})
+    shape = jnp.broadcast_shapes(members.shape[1:], observed.shape)
+    members = jnp.broadcast_to(members, members.shape[:1] + shape)
+    observed = jnp.broadcast_to(observed, shape)
+    # CRPS is shift invariant: working with x - y keeps float32 sums small for data with
+    # large means (e.g. temperature in kelvin).
+    anomaly = members - jnp.where(jnp.isnan(observed), 0, observed)
+    if weights is None:
+        score = _crps_equal_weights(anomaly, fair)
+    else:
+        check_broadcast(forecast=forecast, weights=weights)
+        w = jnp.broadcast_to(jnp.asarray(weights).astype(forecast.dtype), forecast.shape)
+        w = jnp.broadcast_to(_members_first(w, ensemble_axis), anomaly.shape)
+        score = _crps_weighted(anomaly, w, fair)
+    return jnp.where(jnp.isnan(observed), jnp.nan, score)
+
+
+def _members_first(x: Array, ensemble_axis: int) -> Array:
+    """Move the member axis to the front, with a clear error for a bad axis."""
+    if not -x.ndim <= ensemble_axis < x.ndim:
+        raise DataError(
+            expected("ensemble_axis", f"an axis of forecast (ndim {x.ndim})", ensemble_axis)
+        )
+    return jnp.moveaxis(x, ensemble_axis, 0)
+
+
+def _crps_equal_weights(anomaly: Array, fair: bool) -> Array:
+    """CRPS of ``(M, ...)`` member anomalies x_i - y with equal weights over valid members."""
+    valid = ~jnp.isnan(anomaly)
+    count = jnp.sum(valid, axis=0).astype(anomaly.dtype)
+    # NaN members become +inf so that they sort last; only the first `count` are used.
+    ordered, _ = sort_members(jnp.where(valid, anomaly, jnp.inf))
+    rank = jnp.arange(anomaly.shape[0], dtype=anomaly.dtype)
+    rank = rank.reshape((-1,) + (1,) * (anomaly.ndim - 1))
+    used = rank < count
+    ordered = jnp.where(used, ordered, 0)
+    skill = jnp.sum(jnp.abs(ordered), axis=0)  # Σ |x_i - y|
+    spread = jnp.sum(ordered * (2 * rank - count + 1), axis=0)  # ½ Σ_ij |x_i - x_j|
+    pairs = count * (count - 1) if fair else count * count
+    return ratio(skill, count) - ratio(spread, pairs)
+
+
+def _crps_weighted(anomaly: Array, weights: Array, fair: bool) -> Array:
+    """CRPS of ``(M, ...)`` member anomalies with member weights (normalised per point)."""
+    valid = ~jnp.isnan(anomaly) & ~jnp.isnan(weights)
+    w = jnp.where(valid, weights, 0)
+    w = ratio(w, jnp.sum(w, axis=0))
+    ordered, w = sort_members(jnp.where(valid, anomaly, jnp.inf), w)
+    ordered = jnp.where(w > 0, ordered, 0)
+    below = jnp.cumsum(w, axis=0) - w
+    above = 1 - below - w
+    skill = jnp.sum(w * jnp.abs(ordered), axis=0)
+    spread = jnp.sum(w * ordered * (below - above), axis=0)
+    if fair:
+        spread = ratio(spread, 1 - jnp.sum(w * w, axis=0))
+    return skill - spread
+
+
+def crps_gaussian(mu: ArrayLike, sigma: ArrayLike, observed: ArrayLike) -> Array:
+    """Closed-form CRPS of a normal forecast N(mu, sigma²) at every point (Gneiting 2005).
+
+    ``CRPS = sigma [z (2 Φ(z) - 1) + 2 φ(z) - 1/√π]`` with ``z = (y - mu) / sigma``. A zero
+    sigma gives the deterministic limit ``|y - mu|``; a negative sigma or any NaN gives NaN.
+    """
+    check_broadcast(mu=mu, sigma=sigma, observed=observed)
+    mu, sigma, observed = as_float(mu, sigma, observed)
+    z = ratio(observed - mu, sigma)
+    spread = sigma * (z * (2 * norm.cdf(z) - 1) + 2 * norm.pdf(z) - 1 / math.sqrt(math.pi))
+    score = jnp.where(sigma == 0, jnp.abs(observed - mu), spread)
+    return jnp.where(sigma < 0, jnp.nan, score)
+
+
+POOLS = ("avg", "max")
+
+
+def pooled_crps(
+    forecast: ArrayLike,
+    observed: ArrayLike,
+    scale: int,
+    pool: str = "avg",
+    ensemble_axis: int = -1,
+    stride: int | None = None,
+    fair: bool = False,
+) -> Array:
+    """CRPS of spatially pooled fields, as in DGMR (Ravuri et al. 2021, Nature).
+
+    Members and observations are average- or max-pooled over ``scale x scale`` windows of
+    the last two (spatial) axes, without padding, then scored with ``crps_ensemble``. Large
+    scales reward forecasts with the right precipitation amount (avg) or peak intensity (max)
+    nearby instead of at exactly the right pixel. A window containing NaN is NaN.
+
+    Args:
+      forecast: ensemble, members along ``ensemble_axis``, spatial axes last: ``(..., H, W, M)``
+        for the default ``ensemble_axis=-1``.
+      observed: ``(..., H, W)``.
+      scale: window size in pixels (1: the plain per-pixel CRPS).
+      pool: ``"avg"`` or ``"max"``.
+      stride: window step in pixels (None: ``scale``, i.e. non-overlapping windows).
+      fair: fair CRPS estimator.
+
+    Returns:
+      ``(..., H', W')`` CRPS of the pooled fields, ``H' = (H - scale) // stride + 1``.
+    """
+    if pool not in POOLS:
+        raise ConfigError(expected("pool", f"one of {POOLS}", repr(pool)))
+    stride = scale if stride is None else stride
+    for name, value in (("scale", scale), ("stride", stride)):
+        if not isinstance(value, int) or value < 1:
+            raise ConfigError(expected(name, "a positive int", value))
+    forecast, observed = as_float(forecast, observed)
+    members = _members_first(forecast, ensemble_axis)
+    if observed.ndim < 2 or min(observed.shape[-2:]) < scale:
+        want = f"(..., H, W) with H, W >= {scale}"
+        raise DataError(expected("observed.shape", want, observed.shape))
+    pooled_members = _pool(members, scale, stride, pool)
+    pooled_observed = _pool(observed, scale, stride, pool)
+    return crps_ensemble(pooled_members, pooled_observed, ensemble_axis=0, fair=fair)
+
+
+def _pool(x: Array, scale: int, stride: int, pool: str) -> Array:
+    """Pool the last two axes of ``x``; NaN anywhere in a window makes it NaN."""
+    window = (1,) * (x.ndim - 2) + (scale, scale)
+    strides = (1,) * (x.ndim - 2) + (stride, stride)
+    missing = jnp.isnan(x)
+    if pool == "avg":
+        zero = jnp.zeros((), x.dtype)
+        total = lax.reduce_window(jnp.where(missing, 0, x), zero, lax.add, window, strides, "VALID")
+        pooled = total / (scale * scale)
+    else:
+        lowest = jnp.full((), -jnp.inf, x.dtype)
+        filled = jnp.where(missing, -jnp.inf, x)
+        pooled = lax.reduce_window(filled, lowest, lax.max, window, strides, "VALID")
+    n_missing = lax.reduce_window(
+        missing.astype(jnp.int32), jnp.int32(0), lax.add, window, strides, "VALID"
+    )
+    return jnp.where(n_missing > 0, jnp.nan, pooled)

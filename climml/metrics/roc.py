@@ -1,0 +1,308 @@
+"""ROC curve and area under it (AUC): exact with ties, or binned for streaming.
+
+Exact AUC is the Mann-Whitney statistic: the probability that a random positive scores above
+a random negative, ties counting one half, which equals scikit-learn's trapezoidal
+``roc_auc_score``. Per point it needs one sort of the scores (O(n log n)); the kernel is
+written for one point and vmapped over all others, never looped.
+
+Why the sort is packed: XLA's CPU sort is fast only for a single integer operand (with
+several operands it calls a comparator per comparison, ~7x slower). So, without sample
+weights, each score becomes an order-preserving 32-bit key, one bit that all of a point's
+keys share is cut out (losslessly: a shared bit never decides a comparison) and the label
+takes the lowest bit; two single-operand sorts then give the rank sums with ties counted
+both ways. Scores of both signs are split into their >= 0 and < 0 halves, which share the
+sign bit. With sample weights a three-operand sort carries them along.
+
+Binned mode (``roc_histogram``) counts positives and negatives per score bin; histograms add
+across batches and the AUC is formed last, treating scores in the same bin as ties.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import Array, lax
+from jax.typing import ArrayLike
+
+from climml.errors import ConfigError, expected
+from climml.metrics._masking import Axis, as_float, check_broadcast, move_to_end, ratio
+
+_SIGN = np.uint32(0x80000000)
+_ALL = np.uint32(0xFFFFFFFF)
+
+
+def roc_auc(
+    scores: ArrayLike,
+    labels: ArrayLike,
+    axis: Axis = None,
+    weights: ArrayLike | None = None,
+    bins: int | ArrayLike | None = None,
+) -> Array:
+    """Area under the ROC curve over the samples along ``axis``, one value per other index.
+
+    Args:
+      scores: classifier scores or probabilities, any shape; higher means "more positive".
+      labels: 0/1 or boolean outcomes broadcastable with ``scores`` (non-zero = positive).
+      axis: sample axes (None: all, one AUC). The remaining axes are points (vmapped).
+      weights: non-negative sample weights broadcastable with ``scores``.
+      bins: None for the exact AUC; an int B for B equal bins on [0, 1] (probabilities) or
+        a 1-D array of increasing bin edges for the binned (streaming) AUC.
+
+    Returns:
+      AUC in [0, 1] with the sample axes removed; NaN where only one class is present.
+      NaN scores or labels (and NaN weights) mask their sample.
+    """
+    if bins is not None:
+        return roc_histogram(scores, labels, bins, axis, weights).auc()
+    s, positive, w = _flatten_samples(scores, labels, axis, weights)
+    if w is None:
+        return _exact_auc(s, positive)
+    return jax.vmap(_weighted_auc)(s, positive, w).reshape(s.shape[:-1])
+
+
+def _flatten_samples(scores, labels, axis, weights):
+    """Broadcast the inputs and move the sample axes last: ``(*points, n)`` each.
+
+    Masked samples (NaN label or NaN weight) are marked by a NaN score, which every AUC path
+    treats as "leave out". Returns ``(scores, positive, weights_or_None)``.
+    """
+    shape = check_broadcast(scores=scores, labels=labels, weights=weights)
+    scores, labels = as_float(scores, labels)
+    scores = jnp.where(jnp.isnan(labels), jnp.nan, jnp.broadcast_to(scores, shape))
+    positive = jnp.broadcast_to(labels != 0, shape)
+    w = None
+    if weights is not None:
+        w = jnp.broadcast_to(jnp.asarray(weights).astype(scores.dtype), shape)
+        scores = jnp.where(jnp.isnan(w), jnp.nan, scores)
+        w = move_to_end(jnp.where(jnp.isnan(w), 0, w), axis)
+    return move_to_end(scores, axis), move_to_end(positive, axis), w
+
+
+def ordered_key(x: Array) -> Array:
+    """Map float32 to uint32 so that unsigned order equals numeric order (-0.0 == 0.0).
+
+    Positive floats get the sign bit set; negative floats have all bits flipped.
+    """
+    x = jnp.where(x == 0, jnp.zeros((), x.dtype), x).astype(jnp.float32)
+    bits = lax.bitcast_convert_type(x, jnp.uint32)
+    negative = (bits & _SIGN) != 0
+    return jnp.where(negative, ~bits, bits | _SIGN)
+
+
+def _exact_auc(s: Array, positive: Array) -> Array:
+    """Exact unweighted AUC for ``(..., n)`` scores; NaN scores are masked samples."""
+    points, n = s.shape[:-1], s.shape[-1]
+    s, positive = s.reshape(-1, n), positive.reshape(-1, n)
+    valid = ~jnp.isnan(s)
+    key = ordered_key(jnp.where(valid, s, 0))
+    # Bits that differ between some valid keys of a point; any other bit may be dropped.
+    any_set = lax.reduce(jnp.where(valid, key, 0), jnp.uint32(0), lax.bitwise_or, (1,))
+    all_set = lax.reduce(jnp.where(valid, key, _ALL), _ALL, lax.bitwise_and, (1,))
+    varying = any_set ^ all_set
+    auc = lax.cond(
+        jnp.all(varying != _ALL),
+        lambda: jax.vmap(_auc_shared_bit)(key, positive, valid, varying),
+        lambda: jax.vmap(_auc_by_sign)(key, positive, valid),
+    )
+    return auc.reshape(points)
+
+
+def _auc_shared_bit(key: Array, positive: Array, valid: Array, varying: Array) -> Array:
+    """AUC of one point whose valid keys share a bit (e.g. the sign bit of probabilities)."""
+    bit = 31 - lax.clz(~varying)  # the highest shared bit
+    return _auc_from(*_packed_mann_whitney(key, positive, valid, bit))
+
+
+def _auc_by_sign(key: Array, positive: Array, valid: Array) -> Array:
+    """AUC of one point with scores of both signs: each sign half shares its sign bit.
+
+    A positive scoring >= 0 beats every negative scoring < 0 and loses to none scoring < 0
+    the other way round, so U = U(>= 0 half) + U(< 0 half) + P(>= 0) N(< 0).
+    """
+    nonnegative = key >= _SIGN
+    u_hi, pos_hi, neg_hi = _packed_mann_whitney(key, positive, valid & nonnegative, 31)
+    u_lo, pos_lo, neg_lo = _packed_mann_whitney(key, positive, valid & ~nonnegative, 31)
+    return _auc_from(u_hi + u_lo + 2 * pos_hi * neg_lo, pos_hi + pos_lo, neg_hi + neg_lo)
+
+
+def _packed_mann_whitney(
+    key: Array, positive: Array, valid: Array, bit: Array | int
+) -> tuple[Array, Array, Array]:
+    """``(2U, n_pos, n_neg)`` over the ``valid`` samples, whose keys all share ``bit``.
+
+    The shared bit is cut out and the label appended as the lowest bit, so one sort of
+    ``(value, label)`` puts negatives first inside tie groups: the k-th positive, at sorted
+    index i_k, has ``i_k - k`` negatives at or below its value. Sorting ``(value, 1 - label)``
+    counts the negatives strictly below; 2U is the sum of both counts over positives.
+    Index sums are exact in int32 while n (n - 1) < 2**31; beyond that float is used.
+    """
+    n = key.shape[0]
+    bit = jnp.asarray(bit, jnp.uint32)
+    low = key & ((jnp.uint32(1) << bit) - 1)
+    high = lax.shift_right_logical(key, bit + 1) << bit  # a shift by 32 gives 0 in XLA
+    packed = ((high | low) << 1) | positive.astype(jnp.uint32)
+    ties_neg_first = lax.sort(jnp.where(valid, packed, _ALL))  # masked samples sort last
+    ties_pos_first = lax.sort(jnp.where(valid, packed ^ 1, _ALL))
+    total = jnp.int32 if n <= 46340 else jnp.float32
+    index = jnp.arange(n, dtype=total)
+    in_sample = jnp.arange(n) < jnp.sum(valid)
+    n_pos = jnp.sum(positive & valid).astype(total)
+    n_neg = jnp.sum(~positive & valid).astype(total)
+    at_or_below = jnp.sum(jnp.where(((ties_neg_first & 1) == 1) & in_sample, index, 0))
+    below = jnp.sum(jnp.where(((ties_pos_first & 1) == 0) & in_sample, index, 0))
+    return at_or_below + below - n_pos * (n_pos - 1), n_pos, n_neg
+
+
+def _auc_from(twice_u: Array, n_pos: Array, n_neg: Array) -> Array:
+    """AUC = U / (n_pos n_neg), in floating point; NaN when a class is absent."""
+    twice_u, n_pos, n_neg = as_float(twice_u, n_pos, n_neg)
+    return ratio(twice_u / 2, n_pos * n_neg)
+
+
+def _weighted_auc(s: Array, positive: Array, w: Array) -> Array:
+    """Exact AUC of one point with sample weights (two-operand sorts; NaN score = masked)."""
+    valid = ~jnp.isnan(s) & (w > 0)
+    key = jnp.where(valid, ordered_key(jnp.where(valid, s, 0)), _ALL)
+    # Sort by (key, label) so that negatives precede positives inside each tie group.
+    label = positive.astype(jnp.uint32)
+    key, label, w = lax.sort((key, label, jnp.where(valid, w, 0)), num_keys=2)
+    w_pos = jnp.where(label == 1, w, 0)
+    w_neg = jnp.where(label == 0, w, 0)
+    return _mann_whitney(key, w_pos, w_neg)
+
+
+def _mann_whitney(value: Array, w_pos: Array, w_neg: Array) -> Array:
+    """AUC from samples sorted by value, negatives first within ties.
+
+    For a positive at sorted position i, the negative weight before it is the weight of all
+    negatives below its value plus all tied negatives; the weight before its tie group is
+    the negatives strictly below. Their mean counts ties one half:
+    ``U = Σ_pos w_i (neg_before_i + neg_before_group_i) / 2``.
+    """
+    neg_before = jnp.cumsum(w_neg) - w_neg
+    starts_group = jnp.concatenate([jnp.array([True]), value[1:] != value[:-1]])
+    # neg_before is non-decreasing, so a running max of its group-start values gives, at
+    # every position, the value at the start of the current group.
+    neg_before_group = lax.cummax(jnp.where(starts_group, neg_before, 0))
+    u = jnp.sum(w_pos * (neg_before + neg_before_group)) / 2
+    return ratio(u, jnp.sum(w_pos) * jnp.sum(w_neg))
+
+
+class RocHistogram(NamedTuple):
+    """Weight of positive and negative samples per score bin, ``(..., B)``; ``+`` adds."""
+
+    positives: Array
+    negatives: Array
+    edges: Array  # (B + 1,) bin edges, shared by all points
+
+    def __add__(self, other: RocHistogram) -> RocHistogram:
+        positives = self.positives + other.positives
+        return RocHistogram(positives, self.negatives + other.negatives, self.edges)
+
+    def auc(self) -> Array:
+        """Mann-Whitney AUC with samples in the same bin counted as ties."""
+        neg_below = jnp.cumsum(self.negatives, axis=-1) - self.negatives
+        u = jnp.sum(self.positives * (neg_below + self.negatives / 2), axis=-1)
+        total = jnp.sum(self.positives, axis=-1) * jnp.sum(self.negatives, axis=-1)
+        return ratio(u, total)
+
+    def curve(self) -> tuple[Array, Array, Array]:
+        """``(fpr, tpr, thresholds)`` for the events ``score >= edge`` at every lower edge.
+
+        Thresholds decrease from the last bin's lower edge to the first (rates increase);
+        a leading ``+inf`` threshold gives the (0, 0) point.
+        """
+        tp = jnp.cumsum(self.positives[..., ::-1], axis=-1)
+        fp = jnp.cumsum(self.negatives[..., ::-1], axis=-1)
+        zero = jnp.zeros(tp.shape[:-1] + (1,), tp.dtype)
+        tpr = ratio(jnp.concatenate([zero, tp], -1), tp[..., -1:])
+        fpr = ratio(jnp.concatenate([zero, fp], -1), fp[..., -1:])
+        top = jnp.array([jnp.inf], self.edges.dtype)
+        thresholds = jnp.concatenate([top, self.edges[:-1][::-1]])
+        return fpr, tpr, thresholds
+
+
+def roc_histogram(
+    scores: ArrayLike,
+    labels: ArrayLike,
+    bins: int | ArrayLike,
+    axis: Axis = None,
+    weights: ArrayLike | None = None,
+) -> RocHistogram:
+    """Bin the samples along ``axis`` by score, separately for positives and negatives.
+
+    Args:
+      scores, labels, axis, weights: as in ``roc_auc``.
+      bins: an int B (B equal bins on [0, 1], for probabilities) or 1-D increasing edges.
+        Scores below the first or above the last edge go to the first or last bin.
+
+    Returns:
+      ``RocHistogram`` with ``(points..., B)`` weights (float) per class.
+    """
+    edges = _edges(bins)
+    n_bins = edges.shape[0] - 1
+    s, positive, w = _flatten_samples(scores, labels, axis, weights)
+    points = s.shape[:-1]
+    if isinstance(bins, int):  # equal bins: arithmetic instead of a binary search
+        index = jnp.floor(jnp.where(jnp.isnan(s), 0, s) * n_bins).astype(jnp.int32)
+    else:
+        index = jnp.searchsorted(edges, s, side="right").astype(jnp.int32) - 1
+    index = jnp.clip(index, 0, n_bins - 1)
+    w = jnp.where(jnp.isnan(s), 0, 1 if w is None else w).astype(s.dtype)
+    # One scatter-add fills both histograms of every point: slot = (point, bin, label).
+    n_points = math.prod(points)
+    point = jnp.arange(n_points, dtype=jnp.int32).reshape(*points, 1)
+    slot = (point * n_bins + index) * 2 + positive.astype(jnp.int32)
+    counts = jnp.zeros(n_points * n_bins * 2, s.dtype).at[slot.reshape(-1)].add(w.reshape(-1))
+    counts = counts.reshape(*points, n_bins, 2)
+    return RocHistogram(counts[..., 1], counts[..., 0], edges)
+
+
+def _edges(bins: int | ArrayLike) -> Array:
+    """Bin edges from an int (equal bins on [0, 1]) or an increasing 1-D array."""
+    if isinstance(bins, int):
+        if bins < 1:
+            raise ConfigError(expected("bins", "a positive int or 1-D edges", bins))
+        return jnp.linspace(0.0, 1.0, bins + 1)
+    (edges,) = as_float(bins)
+    if edges.ndim != 1 or edges.shape[0] < 2:
+        want = "1-D edges with at least 2 values"
+        raise ConfigError(expected("bins", want, f"shape {edges.shape}"))
+    return edges
+
+
+def roc_curve(
+    scores: ArrayLike,
+    labels: ArrayLike,
+    weights: ArrayLike | None = None,
+    thresholds: ArrayLike | None = None,
+) -> tuple[Array, Array, Array]:
+    """ROC curve ``(fpr, tpr, thresholds)`` over all samples, the event being ``score >= t``.
+
+    With ``thresholds=None`` the curve has one point per distinct score, in decreasing
+    order, after a leading ``(0, 0)`` point at threshold ``+inf``: scikit-learn's
+    ``roc_curve(..., drop_intermediate=False)``. Its length depends on the data, so this mode
+    runs eagerly (not under jit). Give ``thresholds`` (1-D, any order) for a fixed-size,
+    jittable curve evaluated at those thresholds.
+    """
+    s, positive, w = _flatten_samples(scores, labels, None, weights)
+    w = jnp.where(jnp.isnan(s), 0, jnp.ones_like(s) if w is None else w)
+    w_pos, w_neg = jnp.where(positive, w, 0), jnp.where(positive, 0, w)
+    if thresholds is not None:
+        (t,) = as_float(thresholds)
+        above = s[None, :] >= t[:, None]
+        tp = jnp.sum(jnp.where(above, w_pos, 0), axis=-1)
+        fp = jnp.sum(jnp.where(above, w_neg, 0), axis=-1)
+        return ratio(fp, jnp.sum(w_neg)), ratio(tp, jnp.sum(w_pos)), t
+    missing = jnp.isnan(s)
+    order = jnp.lexsort((-jnp.where(missing, 0, s), missing))  # decreasing, NaN last
+    s, w_pos, w_neg = s[order], w_pos[order], w_neg[order]
+    keep = np.flatnonzero(np.asarray(jnp.append(s[1:] != s[:-1], True) & ~jnp.isnan(s)))
+    tp = jnp.concatenate([jnp.zeros(1, s.dtype), jnp.cumsum(w_pos)[keep]])
+    fp = jnp.concatenate([jnp.zeros(1, s.dtype), jnp.cumsum(w_neg)[keep]])
+    t = jnp.concatenate([jnp.array([jnp.inf], s.dtype), s[keep]])
+    return ratio(fp, fp[-1]), ratio(tp, tp[-1]), t

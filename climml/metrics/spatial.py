@@ -1,0 +1,124 @@
+"""Fractions skill score (FSS; Roberts & Lean 2008), a neighbourhood score for fields.
+
+Both fields are turned into event indicators ``x op threshold``; the fraction of event cells
+in a ``window x window`` neighbourhood is computed at every cell, and
+
+    FSS = 1 - Σ (P_f - P_o)² / (Σ P_f² + Σ P_o²)
+
+summed over cells (and over every field that is pooled into the score). Edge treatment, as
+``scipy.ndimage.uniform_filter(mode="constant")`` and pysteps: cells beyond the domain count
+as non-events (zero padding), and the window is centred, reaching ``window // 2`` cells
+before and ``(window - 1) // 2`` after the centre (so an even window leans backwards). NaN
+cells count as non-events inside windows and are left out of the sums (mask-as-weights).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import Array
+from jax.typing import ArrayLike
+
+from climml.errors import ConfigError, DataError, expected
+from climml.metrics._masking import Axis, as_float, check_broadcast, normalize_axis, ratio
+from climml.metrics.categorical import COMPARISONS
+
+
+class FssSums(NamedTuple):
+    """Additive FSS statistics; ``a + b`` pools fields, ``.fss()`` forms the score."""
+
+    squared_difference: Array  # Σ (P_f - P_o)²
+    forecast_squares: Array  # Σ P_f²
+    observed_squares: Array  # Σ P_o²
+
+    def __add__(self, other: FssSums) -> FssSums:
+        return FssSums(*(a + b for a, b in zip(self, other, strict=True)))
+
+    def fss(self) -> Array:
+        """FSS in [0, 1]; NaN when neither field has an event anywhere."""
+        reference = self.forecast_squares + self.observed_squares
+        return 1 - ratio(self.squared_difference, reference)
+
+
+def neighbourhood_fraction(events: Array, window: int, dtype=jnp.float32) -> Array:
+    """Fraction of event cells in the centred ``window x window`` box around each cell.
+
+    Args:
+      events: ``(..., H, W)`` 0/1 integer indicators.
+      window: box size in cells.
+      dtype: floating dtype of the result.
+
+    Returns:
+      ``(..., H, W)`` fractions; zero padding outside the domain (see module docstring).
+    """
+    before, after = window // 2, (window - 1) // 2
+    pad = [(0, 0)] * (events.ndim - 2) + [(before + 1, after), (before + 1, after)]
+    # Summed-area table: O(H W) whatever the window; int32 keeps the counts exact.
+    table = jnp.cumsum(jnp.cumsum(jnp.pad(events, pad), axis=-2), axis=-1)
+    h, w = events.shape[-2:]
+
+    def corner(dy: int, dx: int) -> Array:
+        return table[..., dy : dy + h, dx : dx + w]
+
+    boxes = corner(window, window) - corner(0, window) - corner(window, 0) + corner(0, 0)
+    return boxes.astype(dtype) / (window * window)
+
+
+def fss_sums(
+    forecast: ArrayLike,
+    observed: ArrayLike,
+    threshold: ArrayLike,
+    window: int,
+    op: str = ">=",
+    axis: Axis = None,
+) -> FssSums:
+    """FSS statistics of the event ``x op threshold`` at neighbourhood size ``window``.
+
+    Args:
+      forecast, observed: fields ``(..., H, W)`` (spatial axes last), broadcastable.
+      threshold: scalar, or 1-D array of K thresholds (adds a leading axis, vmap).
+      window: neighbourhood size in cells (1: grid-point scale).
+      op: ``">="`` (default), ``">"``, ``"<="`` or ``"<"``.
+      axis: leading axes pooled into the score (None: all of them; ``()``: one score per
+        field). The spatial axes are always summed.
+
+    Returns:
+      ``FssSums`` shaped like the kept leading axes (with the threshold axis first).
+    """
+    if op not in COMPARISONS:
+        raise ConfigError(expected("op", f"one of {sorted(COMPARISONS)}", repr(op)))
+    if not isinstance(window, int) or window < 1:
+        raise ConfigError(expected("window", "a positive int", window))
+    shape = check_broadcast(forecast=forecast, observed=observed)
+    if len(shape) < 2:
+        raise DataError(expected("forecast.shape", "(..., H, W)", shape))
+    forecast, observed, threshold = as_float(forecast, observed, threshold)
+    forecast, observed = jnp.broadcast_to(forecast, shape), jnp.broadcast_to(observed, shape)
+    lead = len(shape) - 2
+    pooled = tuple(range(lead)) if axis is None else normalize_axis(axis)
+    pooled = (pooled,) if isinstance(pooled, int) else pooled
+    pooled = tuple(a % lead for a in pooled) + (lead, lead + 1)
+    valid = ~jnp.isnan(forecast) & ~jnp.isnan(observed)
+
+    def sums(t: Array) -> FssSums:
+        compare = COMPARISONS[op]
+
+        def fraction(field: Array) -> Array:
+            events = (compare(field, t) & valid).astype(jnp.int32)
+            return jnp.where(valid, neighbourhood_fraction(events, window, field.dtype), 0)
+
+        p_f, p_o = fraction(forecast), fraction(observed)
+        return FssSums(
+            squared_difference=jnp.sum((p_f - p_o) ** 2, axis=pooled),
+            forecast_squares=jnp.sum(p_f**2, axis=pooled),
+            observed_squares=jnp.sum(p_o**2, axis=pooled),
+        )
+
+    return jax.vmap(sums)(threshold) if threshold.ndim == 1 else sums(threshold)
+
+
+def fss(forecast, observed, threshold, window: int, op: str = ">=", axis: Axis = None) -> Array:
+    """Fractions skill score in [0, 1] (arguments as ``fss_sums``)."""
+    return fss_sums(forecast, observed, threshold, window, op, axis).fss()
