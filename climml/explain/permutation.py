@@ -19,6 +19,12 @@ Randomness (so that a plain loop can reproduce every number)::
 
 Within a pass and repeat, one permutation of the samples is applied to every permuted feature
 (the frozen ones and the candidate), as in the PermutationImportance package.
+
+A trained Flax NNX model becomes a ``predict_fn`` through its functional form::
+
+    graphdef, state = nnx.split(model)  # after model.eval()
+    ds = permutation_importance(lambda x: nnx.merge(graphdef, state)(x), x, y, rmse,
+                                key=jax.random.key(0), feature_names=["sst", "ohc", "u850"])
 """
 
 from __future__ import annotations
