@@ -14,7 +14,8 @@ How the candidates are batched is set by ``chunk_size`` (candidate evaluations i
 - ``chunk_size == 1``: a ``lax.scan`` over the candidates in which inactive ones (features frozen
   by earlier passes) are skipped by ``lax.cond``, so every pass reuses one compilation with no
   wasted evaluation. On CPU this is the fastest form: a single candidate's activations stay in
-  cache, where a vmap over 20 candidates of a 20,000-sample MLP ran 3x slower per candidate.
+  cache, where one vmap over the 20 candidates of a 20,000-sample MLP ran 8x slower
+  (benchmarks/results/permutation.md).
 """
 
 from __future__ import annotations
@@ -90,10 +91,13 @@ def build_pass_fn(
             return _score_and_bootstrap(score_fn, pred, y, boot_idx)
 
         if chunk_size == 1:
-            nan_result = jax.tree.map(_nan_like, jax.eval_shape(candidate, masks[0]))
-            skip = lambda mask: nan_result  # noqa: E731
-            return jax.lax.map(lambda ma: jax.lax.cond(ma[1], candidate, skip, ma[0]),
-                               (masks, active))
+            skipped = jax.tree.map(_nan_like, jax.eval_shape(candidate, masks[0]))
+
+            def if_active(mask_and_flag):
+                mask, flag = mask_and_flag
+                return jax.lax.cond(flag, candidate, lambda _: skipped, mask)
+
+            return jax.lax.map(if_active, (masks, active))
         if chunk_size >= masks.shape[0]:
             return jax.vmap(candidate)(masks)
         return jax.lax.map(candidate, masks, batch_size=chunk_size)
