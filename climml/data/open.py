@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+import dask
 import xarray as xr
 
 from climml.data.validate import validate_dataset
 from climml.errors import DataError, expected
 
 NETCDF_SUFFIXES = (".nc", ".nc4", ".netcdf", ".cdf")
+AUTO_CHUNK_BYTES = 8 * 2**20  # target dask chunk size for chunks="auto"
 
 
 def open_dataset(
@@ -25,7 +27,9 @@ def open_dataset(
     path: the store or file.
     variables: keep only these data variables (all if None); each must exist.
     dims: dims every kept variable must have, e.g. ``("time", "lat", "lon")``.
-    chunks: dask chunking passed to xarray (``"auto"`` aligns with the on-disk chunks).
+    chunks: dask chunking passed to xarray. ``"auto"`` makes chunks of whole on-disk chunks
+        totalling about ``AUTO_CHUNK_BYTES`` (dask's own default, 128 MiB, would make the
+        loader's ~16 MiB block reads decompress and hold far more than they use).
 
     Returns the dataset with dask-backed variables; nothing is read until computed.
     """
@@ -45,6 +49,11 @@ def open_dataset(
 
 
 def _open(path: Path, engine: str | None, chunks: str | int | dict | None) -> xr.Dataset:
+    with dask.config.set({"array.chunk-size": AUTO_CHUNK_BYTES}):
+        return _open_with(path, engine, chunks)
+
+
+def _open_with(path: Path, engine: str | None, chunks: str | int | dict | None) -> xr.Dataset:
     if engine != "zarr":
         return xr.open_dataset(path, engine=engine, chunks=chunks)
     try:  # consolidated metadata is one read instead of one per array; not every store has it

@@ -24,6 +24,19 @@ def test_zarr_round_trip_is_lazy_and_identical(ds, tmp_path):
     xr.testing.assert_identical(opened.compute(), ds[["sst", "nino34"]])
 
 
+def test_auto_chunks_are_whole_disk_chunks_of_bounded_size(tmp_path):
+    """A 16 MiB variable stored in 64-step chunks opens as dask chunks of <= 8 MiB, each a
+    whole number of stored chunks (dask's default would make one 16 MiB chunk)."""
+    big = xr.Dataset(
+        {"v": (("time", "y", "x"), np.zeros((4096, 32, 32), np.float32))},
+        coords={"time": pd.date_range("2000-01-01", periods=4096, freq="D")},
+    )
+    big.chunk({"time": 64}).to_zarr(tmp_path / "big.zarr", consolidated=False)
+    chunks = cd.open_dataset(tmp_path / "big.zarr")["v"].chunks[0]
+    assert len(chunks) > 1 and all(c % 64 == 0 for c in chunks[:-1])
+    assert max(chunks) * 32 * 32 * 4 <= 8 * 2**20
+
+
 def test_netcdf_round_trip(ds, tmp_path):
     path = tmp_path / "enso.nc"
     ds.to_netcdf(path)
