@@ -13,6 +13,7 @@ import properscoring
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from climml import metrics
 from climml.explain import permutation_importance
 
 N = 2000
@@ -106,3 +107,27 @@ def test_higher_is_better_flips_the_sign_of_importance(data):
     np.testing.assert_array_equal(skill.singlepass_score, as_error.singlepass_score)
     np.testing.assert_array_equal(skill.singlepass_importance, -as_error.singlepass_importance)
     assert float(skill.singlepass_score[0]) < float(skill.original_score)  # AUC drops
+
+
+CLIMML_SCORES = {
+    "rmse": (predict_mean, lambda p, t: metrics.rmse(p, t), lambda y: y, False),
+    "roc_auc": (predict_mean, lambda p, t: metrics.roc_auc(p, t), lambda y: y > 0.5, True),
+    "csi": (predict_mean, lambda p, t: metrics.csi(p, t, 1.0), lambda y: y, True),
+    "crps": (predict_members, lambda p, t: jnp.mean(metrics.crps_ensemble(p, t)), lambda y: y,
+             False),
+}
+
+
+@pytest.mark.parametrize("name", list(CLIMML_SCORES))
+def test_climml_metrics_plug_in_and_agree_with_the_local_scores(data, name):
+    """climml.metrics kernels are jittable score functions with the same importances."""
+    x, y = data
+    predict, score, make_target, higher_is_better = CLIMML_SCORES[name]
+    local = {"rmse": "rmse", "roc_auc": "auc", "csi": "csi", "crps": "crps"}[name]
+    kwargs = dict(key=jax.random.key(0), n_repeats=2, multipass=False,
+                  higher_is_better=higher_is_better)
+    ours = permutation_importance(predict, x, make_target(y), score, **kwargs)
+    _, local_score, local_target, _ = CASES[local]
+    reference = permutation_importance(predict, x, local_target(y), local_score, **kwargs)
+    np.testing.assert_allclose(ours.singlepass_importance, reference.singlepass_importance,
+                               rtol=1e-4, atol=1e-6)
