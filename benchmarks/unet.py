@@ -10,7 +10,8 @@ compiled with XLA's defaults and with climml's CPU options (``climml.models.conv
 climml's achieved FLOP/s as a fraction of a float32 matmul peak measured in the same run.
 
 Timing: rounds alternate between the contenders (the CPU may be shared), each round times
-``--steps`` train steps; the best round per contender is reported.
+``--steps`` train steps; the best round per contender is reported, with its process CPU time
+per step (less sensitive to other jobs on a shared machine than wall time).
 
     python benchmarks/unet.py            # batch 8, 128x128 grid, depth 3, 32 filters
     python benchmarks/unet.py --quick    # small smoke run
@@ -237,25 +238,30 @@ def main() -> None:
     dims = (a.batch, a.grid, a.channels, a.depth, a.filters, a.classes)
     step, args = climml_step(*dims)
     contenders = {
-        "climml": run_jax(fast_jit(step), args, a.steps),
-        "climml, XLA default options": run_jax(jax.jit(step), args, a.steps),
+        "climml (jax.jit)": run_jax(jax.jit(step), args, a.steps),
+        "climml (conv.jit CPU options)": run_jax(fast_jit(step), args, a.steps),
         "torch": torch_step(*dims, channels_last=False)(a.steps),
         "torch channels_last": torch_step(*dims, channels_last=True)(a.steps),
     }
     for go in contenders.values():  # compile / warm up
         go()
-    times = {name: [] for name in contenders}
+    wall = {name: [] for name in contenders}
+    cpu = {name: [] for name in contenders}
     for _ in range(a.rounds):
         for name, go in contenders.items():
-            times[name].append(best_time(go, 1) / a.steps)
-    best = {name: min(t) for name, t in times.items()}
+            c0, t0 = time.process_time(), time.perf_counter()
+            go()
+            wall[name].append((time.perf_counter() - t0) / a.steps)
+            cpu[name].append((time.process_time() - c0) / a.steps)
+    best = {name: min(t) for name, t in wall.items()}
     flops = unet_flops(*dims)
+    print(f"{'':32s} {'samples/s':>10s} {'GFLOP/s':>8s} {'CPU s/step':>11s}")
     for name, t in best.items():
-        print(f"{name:30s} {a.batch / t:8.2f} samples/s  {flops / t / 1e9:7.1f} GFLOP/s")
-    torch_best = max(a.batch / best["torch"], a.batch / best["torch channels_last"])
-    ours = a.batch / best["climml"]
-    print(f"ratio climml / best torch: {ours / torch_best:.2f}x")
-    print(f"climml FLOP/s / matmul peak: {flops / best['climml'] / 1e9 / peak:.0%}")
+        print(f"{name:32s} {a.batch / t:10.2f} {flops / t / 1e9:8.1f} {min(cpu[name]):11.3f}")
+    torch_t = min(best["torch"], best["torch channels_last"])
+    for name in ("climml (jax.jit)", "climml (conv.jit CPU options)"):
+        print(f"ratio {name} / best torch: {torch_t / best[name]:.2f}x; "
+              f"FLOP/s / matmul peak: {flops / best[name] / 1e9 / peak:.0%}")
 
 
 if __name__ == "__main__":

@@ -1,19 +1,22 @@
-"""Convolutions for gridded climate fields: fast on CPU, optionally periodic in longitude.
+"""Convolutions for gridded climate fields: periodic in longitude, with CPU compile options.
 
-Speed on CPU. In this jaxlib, XLA's CPU backend routes every convolution to a YNNPACK kernel by
-default, and that kernel is slow for the shapes of conv nets: on a 2-core AVX-512 box, a 3x3,
-32->64 channel conv on 8x128x128 runs forward + backward at about 83 GFLOP/s, the weight gradient
-alone at 46 GFLOP/s, while a float32 matmul reaches ~440 GFLOP/s. Compiling the same program with
-YNNPACK restricted to elementwise fusions sends convolutions back to XLA's Eigen kernels, which
-run the same forward + backward at about 210 GFLOP/s (weight gradient 160 GFLOP/s) -- see
-``benchmarks/unet.py`` and ``benchmarks/results/unet.md``. An im2col/matmul ``custom_vjp`` was
-measured too and lost (about 45 GFLOP/s for the weight gradient: building the 9x larger patch
-tensor costs more than the matmul saves), so the fix is a per-program compiler option, not a
-rewritten convolution.
+Speed on CPU. This jaxlib's XLA CPU backend runs convolutions through YNNPACK by default. For
+large convolutions that path is slow in the weight gradient: on a 2-core AVX-512 box, a 3x3,
+32->64 channel conv on 8x128x128 ran forward + backward at 83 GFLOP/s (weight gradient alone
+46 GFLOP/s) against a 440 GFLOP/s float32 matmul; compiled with YNNPACK limited to elementwise
+fusions (:data:`CPU_CONV_OPTIONS`), XLA's Eigen convolutions ran it at 213 GFLOP/s (weight
+gradient 160). But the option is not a general win: it is slower for small convolutions
+(<= 32x32 grids) and a whole U-Net training step came out between 0.6x and 1.1x of the default
+on a shared, busy CPU, where the default was already 1.6-2.8x faster than PyTorch
+(``benchmarks/results/unet.md``). So climml compiles with XLA's defaults, and :func:`jit` offers
+the option for conv-heavy programs on large grids, to be kept when ``benchmarks/unet.py`` shows
+it wins on the machine at hand. Two matmul formulations (an im2col ``custom_vjp`` and
+``conv_general_dilated_patches`` + dot) were measured and lost to both paths (17-45 GFLOP/s for
+the weight gradient: building the 9x larger patch tensor costs more than the matmul saves).
 
 The option is passed per ``jax.jit`` (``compiler_options=``), never through the process-wide
-``XLA_FLAGS``: only programs that climml compiles change, only on the CPU backend, and GPU/TPU
-programs compile exactly as before. :func:`jit` is ``jax.jit`` with that option.
+``XLA_FLAGS``: only the programs compiled with it change, only on the CPU backend, and GPU/TPU
+programs compile exactly as before.
 
 Longitude periodicity. A global grid wraps around in longitude: :class:`Conv` with
 ``lon_periodic=True`` pads the last spatial axis (longitude) with the values from the other side
@@ -32,8 +35,8 @@ import jax.numpy as jnp
 from flax import nnx
 from jax import lax
 
-# YNNPACK fusions left on when compiling for CPU: elementwise only, so that convolutions and
-# dots take XLA's own (Eigen) kernels. Value names are the ``LibraryFusionType`` enum of XLA.
+# YNNPACK fusions left on: elementwise only, so that convolutions and dots take XLA's own
+# (Eigen) kernels. Value names are the ``LibraryFusionType`` enum of XLA.
 CPU_CONV_OPTIONS: dict[str, str] = {
     "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_ELTWISE",
 }
@@ -41,7 +44,7 @@ CPU_CONV_OPTIONS: dict[str, str] = {
 
 @functools.cache
 def compiler_options(backend: str | None = None) -> dict[str, str]:
-    """Compiler options that make convolutions fast on ``backend`` (default: JAX's default).
+    """Compiler options sending large convolutions to XLA's Eigen kernels on ``backend``.
 
     Returns :data:`CPU_CONV_OPTIONS` on CPU when this jaxlib knows the option, else ``{}``
     (GPU/TPU, or an older/newer jaxlib without it: XLA's defaults are then kept unchanged).
@@ -57,7 +60,7 @@ def compiler_options(backend: str | None = None) -> dict[str, str]:
 
 
 def jit(fn: Callable[..., Any], **jit_kwargs: Any) -> Callable[..., Any]:
-    """``jax.jit(fn, **jit_kwargs)`` compiled with :func:`compiler_options` (fast CPU convs)."""
+    """``jax.jit(fn, **jit_kwargs)`` compiled with :func:`compiler_options` (Eigen CPU convs)."""
     options = {**compiler_options(), **jit_kwargs.pop("compiler_options", {})}
     return jax.jit(fn, compiler_options=options, **jit_kwargs)
 

@@ -92,13 +92,15 @@ class Upsample2x(nnx.Module):
     """
 
     def __init__(self, c_in: int, c_out: int, rngs: nnx.Rngs):
-        self.proj = nnx.Linear(c_in, 4 * c_out, rngs=rngs)
+        self.proj = nnx.Linear(c_in, 4 * c_out, use_bias=False, rngs=rngs)
+        self.bias = nnx.Param(jnp.zeros((c_out,)))
         self.c_out = c_out
 
     def __call__(self, x: jax.Array) -> jax.Array:
         b, h, w, _ = x.shape
         y = self.proj(x).reshape(b, h, w, 2, 2, self.c_out)
-        return y.transpose(0, 1, 3, 2, 4, 5).reshape(b, 2 * h, 2 * w, self.c_out)
+        y = y.transpose(0, 1, 3, 2, 4, 5).reshape(b, 2 * h, 2 * w, self.c_out)
+        return y + self.bias[...]
 
 
 class UNet(nnx.Module):
@@ -152,7 +154,8 @@ class UNet(nnx.Module):
         b, t, h, w, c = x.shape
         factor = 2**self.depth
         if h % factor or w % factor:
-            raise DataError(expected("x grid (lat, lon)", f"multiples of 2**depth={factor}", (h, w)))
+            want = f"multiples of 2**depth={factor}"
+            raise DataError(expected("x grid (lat, lon)", want, (h, w)))
         feats = x.transpose(0, 2, 3, 1, 4).reshape(b, h, w, t * c)
         bottleneck, skips = self.encode(feats)
         y = self.head(self.decode(bottleneck, skips))  # (B, H, W, leads * classes)
