@@ -6,7 +6,7 @@
     result = cm.run(cfg, workdir="runs/quick")
 """
 
-from climml import config, data, errors, metrics, models
+from climml import config, data, errors, explain, metrics, models
 from climml.errors import CheckpointError, ClimmlError, ConfigError, DataError
 from climml.pipeline import run
 
@@ -18,6 +18,7 @@ __all__ = [
     "config",
     "data",
     "errors",
+    "explain",
     "metrics",
     "models",
     "run",

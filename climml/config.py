@@ -90,6 +90,7 @@ class ExplainConfig:
     max_passes: int | None = None
     score: str = "rmse"
     max_samples: int | None = 2000
+    n_bootstrap: int = 0  # resamples for confidence intervals on every score (0 = none)
 
 
 @dataclass(frozen=True)

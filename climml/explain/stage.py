@@ -47,6 +47,8 @@ def check(cfg: Any) -> None:
         raise ConfigError(expected("eval.explain.max_samples", "None or >= 2", ecfg.max_samples))
     if ecfg.max_passes is not None and ecfg.max_passes < 1:
         raise ConfigError(expected("eval.explain.max_passes", "None or >= 1", ecfg.max_passes))
+    if ecfg.n_bootstrap < 0:
+        raise ConfigError(expected("eval.explain.n_bootstrap", "an integer >= 0", ecfg.n_bootstrap))
 
 
 def explain_run(exp: Any, model: Any, workdir: Path) -> dict:
@@ -65,7 +67,7 @@ def explain_run(exp: Any, model: Any, workdir: Path) -> dict:
     result = permutation_importance(
         predict_fn, x, y, score_fn, key=jax.random.key(cfg.seed), feature_names=names,
         n_repeats=ecfg.n_repeats, multipass=ecfg.multipass, max_passes=ecfg.max_passes,
-        higher_is_better=higher_is_better,
+        higher_is_better=higher_is_better, n_bootstrap=ecfg.n_bootstrap,
     )
     result.attrs.update(score=ecfg.score, split=cfg.eval.split, units="normalized")
     result.to_netcdf(workdir / "importance.nc")
