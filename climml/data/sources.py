@@ -16,6 +16,7 @@ from climml.errors import ConfigError, DataError, expected
 # One line per built-in source; keyword arguments come from the config's data.source_args.
 SOURCES: dict[str, Callable[..., xr.Dataset]] = {
     "synthetic.enso": synthetic.enso,
+    "synthetic.extreme_weather": synthetic.extreme_weather,
 }
 
 
