@@ -16,8 +16,10 @@ term by ``1 - Σ w_i²``, i.e. by ``M (M - 1)`` instead of ``M²`` for equal wei
 
 from __future__ import annotations
 
+import functools
 import math
 
+import jax
 import jax.numpy as jnp
 from jax import Array, lax
 from jax.scipy.stats import norm
@@ -94,6 +96,9 @@ def _members_first(x: Array, ensemble_axis: int) -> Array:
     return jnp.moveaxis(x, ensemble_axis, 0)
 
 
+# The private kernels are jitted so that eager calls compile once per shape instead of once
+# per primitive (the sorting network alone is hundreds of them).
+@functools.partial(jax.jit, static_argnames="fair")
 def _crps_equal_weights(anomaly: Array, fair: bool) -> Array:
     """CRPS of ``(M, ...)`` member anomalies x_i - y with equal weights over valid members."""
     valid = ~jnp.isnan(anomaly)
@@ -110,6 +115,7 @@ def _crps_equal_weights(anomaly: Array, fair: bool) -> Array:
     return ratio(skill, count) - ratio(spread, pairs)
 
 
+@functools.partial(jax.jit, static_argnames="fair")
 def _crps_weighted(anomaly: Array, weights: Array, fair: bool) -> Array:
     """CRPS of ``(M, ...)`` member anomalies with member weights (normalised per point)."""
     valid = ~jnp.isnan(anomaly) & ~jnp.isnan(weights)
@@ -133,7 +139,11 @@ def crps_gaussian(mu: ArrayLike, sigma: ArrayLike, observed: ArrayLike) -> Array
     sigma gives the deterministic limit ``|y - mu|``; a negative sigma or any NaN gives NaN.
     """
     check_broadcast(mu=mu, sigma=sigma, observed=observed)
-    mu, sigma, observed = as_float(mu, sigma, observed)
+    return _crps_gaussian(*as_float(mu, sigma, observed))
+
+
+@jax.jit
+def _crps_gaussian(mu: Array, sigma: Array, observed: Array) -> Array:
     z = ratio(observed - mu, sigma)
     spread = sigma * (z * (2 * norm.cdf(z) - 1) + 2 * norm.pdf(z) - 1 / math.sqrt(math.pi))
     score = jnp.where(sigma == 0, jnp.abs(observed - mu), spread)
@@ -187,6 +197,7 @@ def pooled_crps(
     return crps_ensemble(pooled_members, pooled_observed, ensemble_axis=0, fair=fair)
 
 
+@functools.partial(jax.jit, static_argnames=("scale", "stride", "pool"))
 def _pool(x: Array, scale: int, stride: int, pool: str) -> Array:
     """Pool the last two axes of ``x``; NaN anywhere in a window makes it NaN."""
     window = (1,) * (x.ndim - 2) + (scale, scale)

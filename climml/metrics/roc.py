@@ -61,7 +61,9 @@ def roc_auc(
     s, positive, w = _flatten_samples(scores, labels, axis, weights)
     if w is None:
         return _exact_auc(s, positive)
-    return jax.vmap(_weighted_auc)(s, positive, w).reshape(s.shape[:-1])
+    n = s.shape[-1]
+    flat = (a.reshape(-1, n) for a in (s, positive, w))
+    return _weighted_aucs(*flat).reshape(s.shape[:-1])
 
 
 def _flatten_samples(scores, labels, axis, weights):
@@ -93,6 +95,7 @@ def ordered_key(x: Array) -> Array:
     return jnp.where(negative, ~bits, bits | _SIGN)
 
 
+@jax.jit  # eager calls then compile once, not once per primitive
 def _exact_auc(s: Array, positive: Array) -> Array:
     """Exact unweighted AUC for ``(..., n)`` scores; NaN scores are masked samples."""
     points, n = s.shape[:-1], s.shape[-1]
@@ -173,6 +176,9 @@ def _weighted_auc(s: Array, positive: Array, w: Array) -> Array:
     w_pos = jnp.where(label == 1, w, 0)
     w_neg = jnp.where(label == 0, w, 0)
     return _mann_whitney(key, w_pos, w_neg)
+
+
+_weighted_aucs = jax.jit(jax.vmap(_weighted_auc))
 
 
 def _mann_whitney(value: Array, w_pos: Array, w_neg: Array) -> Array:

@@ -14,6 +14,7 @@ cells count as non-events inside windows and are left out of the sums (mask-as-w
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -99,12 +100,17 @@ def fss_sums(
     lead = len(shape) - 2
     pooled = tuple(range(lead)) if axis is None else normalize_axis(axis)
     pooled = (pooled,) if isinstance(pooled, int) else pooled
-    pooled = tuple(a % lead for a in pooled) + (lead, lead + 1)
+    pooled = tuple(sorted(a % lead for a in pooled)) + (lead, lead + 1)
+    return _fss_statistics(forecast, observed, threshold, window, op, pooled)
+
+
+@functools.partial(jax.jit, static_argnames=("window", "op", "pooled"))
+def _fss_statistics(forecast, observed, threshold, window: int, op: str, pooled) -> FssSums:
+    """``FssSums`` summed over the ``pooled`` axes, vmapped over 1-D thresholds."""
     valid = ~jnp.isnan(forecast) & ~jnp.isnan(observed)
+    compare = COMPARISONS[op]
 
     def sums(t: Array) -> FssSums:
-        compare = COMPARISONS[op]
-
         def fraction(field: Array) -> Array:
             events = (compare(field, t) & valid).astype(jnp.int32)
             return jnp.where(valid, neighbourhood_fraction(events, window, field.dtype), 0)
