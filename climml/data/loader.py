@@ -64,7 +64,8 @@ class WindowLoader:
         ``feature``/``channel`` dim whose entries become separate channels.
     target: the predicted variable; ``y`` has its non-time dims.
     input_steps: steps per input window (T). leads: steps ahead of the anchor (L of them).
-    anchors: time indices of the samples, e.g. one entry of ``split_anchors``.
+    anchors: time indices of the samples (e.g. one entry of ``split_anchors``); visited in
+        increasing order unless shuffled.
     batch_size: samples per batch (B). drop_last: drop the incomplete last batch instead of
         padding it (padding rows have weight 0, so every batch has the same shape).
     shuffle, seed: shuffled order from ``np.random.default_rng((seed, epoch))``.
