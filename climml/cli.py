@@ -28,8 +28,15 @@ def _parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=text, description=text)
         sub.add_argument("config", help="YAML experiment config")
         sub.add_argument("--workdir", help="run directory (default: output.workdir of the config)")
-        sub.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[],
-                         metavar="KEY=VALUE", help="override a config value, e.g. train.lr=1e-3")
+        sub.add_argument(
+            "--set",
+            dest="overrides",
+            action="extend",
+            nargs="+",
+            default=[],
+            metavar="KEY=VALUE",
+            help="override a config value, e.g. train.lr=1e-3",
+        )
         if name == "predict":
             sub.add_argument("--split", default="test", help="which data split (default: test)")
             sub.add_argument("--output", help="zarr path (default: WORKDIR/predictions_SPLIT.zarr)")
@@ -48,8 +55,10 @@ def _dispatch(args: argparse.Namespace) -> None:
     elif args.command == "train":
         history = pipeline.train(cfg, workdir).history
         if history:
-            print(f"trained {len(history)} epochs; best val loss "
-                  f"{min(h['val_loss'] for h in history):.4f}; checkpoints in {workdir}")
+            print(
+                f"trained {len(history)} epochs; best val loss "
+                f"{min(h['val_loss'] for h in history):.4f}; checkpoints in {workdir}"
+            )
     elif args.command == "evaluate":
         print(json.dumps(pipeline.evaluate(cfg, workdir), indent=2))
     elif args.command == "predict":

@@ -254,7 +254,8 @@ def _convert_tuple(value: Any, args: tuple, path: str) -> tuple:
         return tuple(_convert(v, args[0], f"{path}[{i}]") for i, v in enumerate(value))
     if len(value) != len(args):
         raise ConfigError(expected(path, f"a list of {len(args)} items", repr(value)))
-    return tuple(_convert(v, a, f"{path}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    pairs = enumerate(zip(value, args, strict=True))
+    return tuple(_convert(v, a, f"{path}[{i}]") for i, (v, a) in pairs)
 
 
 def _convert_scalar(value: Any, hint: type, path: str) -> Any:

@@ -48,10 +48,18 @@ class Experiment:
         if split not in self.anchors:
             raise ConfigError(expected("eval.split", f"one of {sorted(self.anchors)}", split))
         return cdata.WindowLoader(
-            self.dataset, inputs=list(d.inputs), target=d.target, input_steps=d.input_steps,
-            leads=list(d.leads), anchors=self.anchors[split], batch_size=d.batch_size,
-            shuffle=training and d.shuffle, seed=self.cfg.seed, drop_last=False,
-            mask_channel=d.mask_channel, prefetch=d.prefetch,
+            self.dataset,
+            inputs=list(d.inputs),
+            target=d.target,
+            input_steps=d.input_steps,
+            leads=list(d.leads),
+            anchors=self.anchors[split],
+            batch_size=d.batch_size,
+            shuffle=training and d.shuffle,
+            seed=self.cfg.seed,
+            drop_last=False,
+            mask_channel=d.mask_channel,
+            prefetch=d.prefetch,
         )
 
     @property
@@ -73,15 +81,26 @@ def prepare(cfg: Config) -> Experiment:
     if "train" not in d.splits:
         raise ConfigError(expected("data.splits", "a 'train' split", sorted(d.splits)))
     if min(d.leads, default=-1) < 0 or d.input_steps < 1:
-        raise ConfigError(expected("data.leads / data.input_steps", ">= 0 / >= 1",
-                                   (d.leads, d.input_steps)))
-    anchors = cdata.split_anchors(raw.indexes["time"], dict(d.splits), input_steps=d.input_steps,
-                                  max_lead=max(d.leads), gap=d.gap)
+        raise ConfigError(
+            expected("data.leads / data.input_steps", ">= 0 / >= 1", (d.leads, d.input_steps))
+        )
+    anchors = cdata.split_anchors(
+        raw.indexes["time"],
+        dict(d.splits),
+        input_steps=d.input_steps,
+        max_lead=max(d.leads),
+        gap=d.gap,
+    )
     variables = list(dict.fromkeys(d.inputs))
     if d.num_classes is None and d.target not in variables:
         variables.append(d.target)  # class labels are never normalized
-    norm = cdata.Normalizer.fit(raw, variables=variables, dims=d.normalize.dims,
-                                climatology=d.normalize.climatology, time_range=tuple(d.splits["train"]))
+    norm = cdata.Normalizer.fit(
+        raw,
+        variables=variables,
+        dims=d.normalize.dims,
+        climatology=d.normalize.climatology,
+        time_range=tuple(d.splits["train"]),
+    )
     normalized = norm.apply(raw[variables])
     if d.target not in variables:
         normalized[d.target] = raw[d.target]
@@ -99,8 +118,15 @@ def train(cfg: Config, workdir: str | Path, exp: Experiment | None = None) -> Fi
     exp = exp or prepare(cfg)
     workdir = _init_workdir(cfg, workdir)
     exp.normalizer.to_dataset().to_netcdf(workdir / "normalizer.nc")
-    result = fit(build_model(exp), exp.loader("train", training=True), exp.loader("val"),
-                 cfg.train, seed=cfg.seed, workdir=workdir, progress=cfg.output.progress)
+    result = fit(
+        build_model(exp),
+        exp.loader("train", training=True),
+        exp.loader("val"),
+        cfg.train,
+        seed=cfg.seed,
+        workdir=workdir,
+        progress=cfg.output.progress,
+    )
     write_json(workdir / "history.json", result.history)
     return result
 
@@ -109,8 +135,13 @@ def trained_model(exp: Experiment, workdir: str | Path) -> TrainedModel:
     """The best parameters saved in ``workdir`` wrapped with the baselines' predict interface."""
     model = build_model(exp)
     loader = exp.loader("train")
-    result = load_best(model, exp.cfg.train, Path(workdir), steps_per_epoch=len(loader),
-                       batch_size=loader.batch_size)
+    result = load_best(
+        model,
+        exp.cfg.train,
+        Path(workdir),
+        steps_per_epoch=len(loader),
+        batch_size=loader.batch_size,
+    )
     return TrainedModel(model, result)
 
 
@@ -170,7 +201,10 @@ class RunResult:
 
 
 def run(cfg: Config, workdir: str | Path | None = None) -> RunResult:
-    """Train → evaluate (→ explain) → report in ``workdir`` (default ``output.workdir``); resumable."""
+    """Train → evaluate (→ explain) → report in ``workdir`` (default: ``output.workdir``).
+
+    Resumable: re-running continues from the last checkpoint in ``workdir``.
+    """
     workdir = Path(workdir or cfg.output.workdir)
     exp = prepare(cfg)  # all config and data errors surface before anything is written
     if cfg.eval.explain.enabled:
@@ -220,7 +254,9 @@ def write_text(path: Path, text: str) -> None:
 
 def write_json(path: Path, data: Any) -> None:
     """Strict JSON (NaN, e.g. an undefined correlation, becomes null) written atomically."""
-    write_text(path, json.dumps(_finite(data), indent=2, default=_json_default, allow_nan=False) + "\n")
+    write_text(
+        path, json.dumps(_finite(data), indent=2, default=_json_default, allow_nan=False) + "\n"
+    )
 
 
 def _finite(data: Any) -> Any:
@@ -239,8 +275,9 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
 
 
-def predict(cfg: Config, workdir: str | Path, *, split: str = "test",
-            output: str | Path | None = None) -> Path:
+def predict(
+    cfg: Config, workdir: str | Path, *, split: str = "test", output: str | Path | None = None
+) -> Path:
     """Write the trained model's forecasts for ``split`` to a zarr store (regression tasks)."""
     from climml.tasks.regression import collect, to_dataset
 

@@ -46,8 +46,16 @@ def test_missing_model_name():
 
 
 def test_overrides_are_parsed_and_type_checked():
-    cfg = config.from_dict(BASE, ["train.lr=1e-3", "data.leads=[2,4]", "train.clip_norm=null",
-                                  "model.hidden=[5]", "train.loss={mse: 1.0, mae: 0.5}"])
+    cfg = config.from_dict(
+        BASE,
+        [
+            "train.lr=1e-3",
+            "data.leads=[2,4]",
+            "train.clip_norm=null",
+            "model.hidden=[5]",
+            "train.loss={mse: 1.0, mae: 0.5}",
+        ],
+    )
     assert cfg.train.lr == pytest.approx(1e-3) and isinstance(cfg.train.lr, float)
     assert cfg.data.leads == (2, 4) and cfg.train.clip_norm is None
     assert cfg.model.hidden == (5,) and cfg.train.loss == {"mse": 1.0, "mae": 0.5}

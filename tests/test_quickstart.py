@@ -4,8 +4,11 @@ import climml as cm
 
 SHRINK = [
     "data.source_args={n_months: 1200, seed: 0, nlat: 12, nlon: 24}",
-    "train.epochs=8", "output.plots=false", "output.save_predictions=false",
+    "train.epochs=8",
+    "output.plots=false",
+    "output.save_predictions=false",
     "output.progress=false",
+    "eval.explain.enabled=false",
 ]
 
 

@@ -36,7 +36,9 @@ class CNN(nnx.Module):
     def __init__(self, cfg: CNNConfig, spec: IOSpec, rngs: nnx.Rngs):
         if len(spec.input_shape) != 4:
             raise ConfigError(
-                expected("model.name=cnn input", "(time, lat, lon, channel) samples", spec.input_shape)
+                expected(
+                    "model.name=cnn input", "(time, lat, lon, channel) samples", spec.input_shape
+                )
             )
         steps, height, width, channels = spec.input_shape
         self.act = activation(cfg.activation)

@@ -36,7 +36,9 @@ def check(cfg: Any) -> None:
             raise ConfigError(expected("eval.metrics", f"names from {sorted(SCORES)}", repr(name)))
     for name in cfg.eval.baselines:
         if name not in BASELINES:
-            raise ConfigError(expected("eval.baselines", f"names from {sorted(BASELINES)}", repr(name)))
+            raise ConfigError(
+                expected("eval.baselines", f"names from {sorted(BASELINES)}", repr(name))
+            )
 
 
 def evaluate(exp: Any, model: Any, workdir: Path) -> dict:
@@ -44,21 +46,27 @@ def evaluate(exp: Any, model: Any, workdir: Path) -> dict:
     cfg = exp.cfg
     train_batches = exp.loader("train").epoch(0)
     predictors = [model] + [
-        make_baseline(name, exp.spec, cfg.data.leads).fit(train_batches) for name in cfg.eval.baselines
+        make_baseline(name, exp.spec, cfg.data.leads).fit(train_batches)
+        for name in cfg.eval.baselines
     ]
     outputs = collect(exp.loader(cfg.eval.split), predictors)
     target = cfg.data.target
     observed = np.where(outputs["valid"] > 0, outputs["observed"], np.nan)
     obs_anom = exp.normalizer.invert(observed, target, add_mean=False)
     scores = {
-        p.name: score_by_lead(exp.normalizer.invert(outputs[p.name], target, add_mean=False),
-                              obs_anom, cfg.data.leads, cfg.eval.metrics)
+        p.name: score_by_lead(
+            exp.normalizer.invert(outputs[p.name], target, add_mean=False),
+            obs_anom,
+            cfg.data.leads,
+            cfg.eval.metrics,
+        )
         for p in predictors
     }
     if cfg.output.save_predictions:
         names = [p.name for p in predictors] + ["observed"]
-        to_dataset(exp, {n: observed if n == "observed" else outputs[n] for n in names},
-                   outputs["anchor"]).to_zarr(workdir / "predictions.zarr", mode="w")
+        to_dataset(
+            exp, {n: observed if n == "observed" else outputs[n] for n in names}, outputs["anchor"]
+        ).to_zarr(workdir / "predictions.zarr", mode="w")
     if cfg.output.plots:
         from climml.viz.plots import plot_skill_by_lead
 
@@ -78,12 +86,15 @@ def collect(loader: Any, predictors: Sequence[Any]) -> dict[str, np.ndarray]:
     return {name: np.concatenate(chunks) for name, chunks in parts.items()}
 
 
-def score_by_lead(forecast: np.ndarray, observed: np.ndarray, leads: Sequence[int],
-                  names: Sequence[str]) -> dict[str, dict[str, float]]:
+def score_by_lead(
+    forecast: np.ndarray, observed: np.ndarray, leads: Sequence[int], names: Sequence[str]
+) -> dict[str, dict[str, float]]:
     """``{metric: {lead: value}}``; each score pools samples (and grid points) of one lead."""
     return {
-        name: {str(lead): float(SCORES[name](forecast[:, i], observed[:, i], axis=None))
-               for i, lead in enumerate(leads)}
+        name: {
+            str(lead): float(SCORES[name](forecast[:, i], observed[:, i], axis=None))
+            for i, lead in enumerate(leads)
+        }
         for name in names
     }
 
@@ -105,9 +116,16 @@ def to_dataset(exp: Any, arrays: dict[str, np.ndarray], anchor: np.ndarray) -> x
     }
     data_vars = {}
     for name, values in arrays.items():
-        physical = np.stack([
-            exp.normalizer.invert(values[:, i], cfg.data.target, time=valid_time[:, i])
-            for i in range(len(leads))
-        ], axis=1)
-        data_vars[name] = (dims, physical.astype(np.float32), {"units": target.attrs.get("units", "")})
+        physical = np.stack(
+            [
+                exp.normalizer.invert(values[:, i], cfg.data.target, time=valid_time[:, i])
+                for i in range(len(leads))
+            ],
+            axis=1,
+        )
+        data_vars[name] = (
+            dims,
+            physical.astype(np.float32),
+            {"units": target.attrs.get("units", "")},
+        )
     return xr.Dataset(data_vars, coords, attrs={"description": f"forecasts of {cfg.data.target}"})

@@ -70,7 +70,9 @@ class FitResult:
 class Trainer:
     """Holds the jitted steps of one model so that they compile once per run."""
 
-    def __init__(self, model: nnx.Module, cfg: TrainConfig, *, steps_per_epoch: int, batch_size: int):
+    def __init__(
+        self, model: nnx.Module, cfg: TrainConfig, *, steps_per_epoch: int, batch_size: int
+    ):
         self.cfg = cfg
         self.train_def, self.eval_def = graphdefs(model)
         loss_fn = make_loss(cfg)
@@ -109,14 +111,26 @@ def fit(
     steps and after every epoch, and an existing checkpoint there is resumed from. ``on_step(n)``
     is called after each optimizer step (for logging, or to stop a run in tests).
     """
-    trainer = Trainer(model, cfg, steps_per_epoch=len(train_loader), batch_size=train_loader.batch_size)
+    trainer = Trainer(
+        model, cfg, steps_per_epoch=len(train_loader), batch_size=train_loader.batch_size
+    )
     ckpt = Checkpointer(Path(workdir) / "checkpoints", cfg.keep_checkpoints) if workdir else None
     state, best, pos = _start(trainer, ckpt)
     base_key = jax.random.key(seed)
     try:
         while not pos.finished and pos.epoch < cfg.epochs:
-            state, best = _run_epoch(trainer, state, best, pos, train_loader, val_loader, base_key,
-                                     ckpt, progress, on_step)
+            state, best = _run_epoch(
+                trainer,
+                state,
+                best,
+                pos,
+                train_loader,
+                val_loader,
+                base_key,
+                ckpt,
+                progress,
+                on_step,
+            )
     finally:
         if ckpt is not None:
             ckpt.close()
@@ -133,13 +147,19 @@ def _start(trainer: Trainer, ckpt: Checkpointer | None) -> tuple[TrainState, tup
     return tree["state"], tree["best"], Progress.from_json(meta)
 
 
-def _run_epoch(trainer, state, best, pos: Progress, train_loader, val_loader, base_key, ckpt,
-               progress, on_step):
+def _run_epoch(
+    trainer, state, best, pos: Progress, train_loader, val_loader, base_key, ckpt, progress, on_step
+):
     cfg = trainer.cfg
     started, waited = time.perf_counter(), 0.0
     step = int(state.step)
-    bar = tqdm(total=len(train_loader), initial=pos.batch, disable=not progress, leave=False,
-               desc=f"epoch {pos.epoch + 1}/{cfg.epochs}")
+    bar = tqdm(
+        total=len(train_loader),
+        initial=pos.batch,
+        disable=not progress,
+        leave=False,
+        desc=f"epoch {pos.epoch + 1}/{cfg.epochs}",
+    )
     batches = iter(train_loader.epoch(pos.epoch, start_batch=pos.batch))
     while True:
         t0 = time.perf_counter()
@@ -147,8 +167,9 @@ def _run_epoch(trainer, state, best, pos: Progress, train_loader, val_loader, ba
         waited += time.perf_counter() - t0
         if batch is None:
             break
-        state, loss = trainer.train_step(state, trainer.device_batch(batch),
-                                         jax.random.fold_in(base_key, step))
+        state, loss = trainer.train_step(
+            state, trainer.device_batch(batch), jax.random.fold_in(base_key, step)
+        )
         step, pos.batch = step + 1, pos.batch + 1
         pos.epoch_loss_sum += float(loss)
         bar.update()
@@ -158,8 +179,16 @@ def _run_epoch(trainer, state, best, pos: Progress, train_loader, val_loader, ba
         if ckpt is not None and step % cfg.checkpoint_every == 0 and not end_of_epoch:
             ckpt.save(step, {"state": state, "best": best}, pos.to_json())
     bar.close()
-    best = _end_epoch(trainer, state, best, pos, len(train_loader), val_loader,
-                      wall=time.perf_counter() - started, waited=waited)
+    best = _end_epoch(
+        trainer,
+        state,
+        best,
+        pos,
+        len(train_loader),
+        val_loader,
+        wall=time.perf_counter() - started,
+        waited=waited,
+    )
     if ckpt is not None:
         ckpt.save(step, {"state": state, "best": best}, pos.to_json())
     return state, best
@@ -168,25 +197,35 @@ def _run_epoch(trainer, state, best, pos: Progress, train_loader, val_loader, ba
 def _end_epoch(trainer, state, best, pos: Progress, n_batches, val_loader, *, wall, waited):
     """Validate, record history, update early stopping; advance ``pos`` to the next epoch."""
     val_loss = trainer.evaluate(state.params, state.rest, val_loader.epoch(0))
-    pos.history.append({
-        "epoch": pos.epoch + 1,
-        "train_loss": pos.epoch_loss_sum / max(n_batches, 1),
-        "val_loss": val_loss,
-        "wall_s": wall,
-        "data_wait_s": waited,
-    })
+    pos.history.append(
+        {
+            "epoch": pos.epoch + 1,
+            "train_loss": pos.epoch_loss_sum / max(n_batches, 1),
+            "val_loss": val_loss,
+            "wall_s": wall,
+            "data_wait_s": waited,
+        }
+    )
     if val_loss < pos.best_val:
         pos.best_val, pos.bad_epochs, best = val_loss, 0, (state.params, state.rest)
     else:
         pos.bad_epochs += 1
     patience = trainer.cfg.patience
     pos.epoch, pos.batch, pos.epoch_loss_sum = pos.epoch + 1, 0, 0.0
-    pos.finished = pos.epoch >= trainer.cfg.epochs or (patience is not None and pos.bad_epochs >= patience)
+    pos.finished = pos.epoch >= trainer.cfg.epochs or (
+        patience is not None and pos.bad_epochs >= patience
+    )
     return best
 
 
-def load_best(model: nnx.Module, cfg: TrainConfig, workdir: str | Path, *, steps_per_epoch: int,
-              batch_size: int) -> FitResult:
+def load_best(
+    model: nnx.Module,
+    cfg: TrainConfig,
+    workdir: str | Path,
+    *,
+    steps_per_epoch: int,
+    batch_size: int,
+) -> FitResult:
     """The best parameters saved in ``workdir/checkpoints``, without training further."""
     directory = Path(workdir) / "checkpoints"
     if not directory.is_dir():

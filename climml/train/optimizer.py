@@ -37,11 +37,15 @@ def build_optimizer(cfg: TrainConfig, total_steps: int) -> optax.GradientTransfo
         "rmsprop": lambda: optax.rmsprop(lr, momentum=cfg.momentum or None),
     }
     if cfg.optimizer not in algorithms:
-        raise ConfigError(expected("train.optimizer", f"one of {sorted(algorithms)}", cfg.optimizer))
+        raise ConfigError(
+            expected("train.optimizer", f"one of {sorted(algorithms)}", cfg.optimizer)
+        )
     parts = []
     if cfg.clip_norm is not None:
         if cfg.clip_norm <= 0:
-            raise ConfigError(expected("train.clip_norm", "a positive number or null", cfg.clip_norm))
+            raise ConfigError(
+                expected("train.clip_norm", "a positive number or null", cfg.clip_norm)
+            )
         parts.append(optax.clip_by_global_norm(cfg.clip_norm))
     parts.append(algorithms[cfg.optimizer]())
     return optax.chain(*parts)

@@ -31,12 +31,18 @@ def plot_loss_curve(history: list[dict], path: str | Path) -> None:
 def plot_skill_by_lead(scores: dict[str, dict[str, dict[str, float]]], path: str | Path) -> None:
     """One panel per metric, one line per predictor, lead on the x axis."""
     metric_names = list(next(iter(scores.values())))
-    fig, axes = plt.subplots(1, len(metric_names), figsize=(4 * len(metric_names), 3.5), squeeze=False)
-    for ax, metric in zip(axes[0], metric_names):
+    fig, axes = plt.subplots(
+        1, len(metric_names), figsize=(4 * len(metric_names), 3.5), squeeze=False
+    )
+    for ax, metric in zip(axes[0], metric_names, strict=True):
         for predictor, by_metric in scores.items():
             leads = list(by_metric[metric])
-            ax.plot([int(k) for k in leads], [by_metric[metric][k] for k in leads], "o-",
-                    label=predictor)
+            ax.plot(
+                [int(k) for k in leads],
+                [by_metric[metric][k] for k in leads],
+                "o-",
+                label=predictor,
+            )
         ax.set(xlabel="lead (time steps)", title=metric)
         ax.grid(alpha=0.3)
     axes[0][0].legend()

@@ -14,15 +14,29 @@ from climml.data import Normalizer
 SHRINK = [
     "data.source_args={n_months: 360, seed: 0, nlat: 12, nlon: 24}",
     "data.splits={train: [1870-01, 1884-12], val: [1885-01, 1889-12], test: [1890-01, 1899-12]}",
-    "model.filters=[8]", "model.hidden=[8]", "train.epochs=2", "output.progress=false",
+    "model.filters=[8]",
+    "model.hidden=[8]",
+    "train.epochs=2",
+    "output.progress=false",
+    "eval.explain.enabled=false",
 ]
 
 
 def test_run_writes_the_whole_report(tmp_path, capsys):
     workdir = tmp_path / "run"
-    assert main(["run", "configs/quickstart.yaml", "--workdir", str(workdir), "--set", *SHRINK]) == 0
-    for name in ["config.yaml", "history.json", "metrics.json", "normalizer.nc", "loss_curve.png",
-                 "skill_by_lead.png", "predictions.zarr", "checkpoints"]:
+    assert (
+        main(["run", "configs/quickstart.yaml", "--workdir", str(workdir), "--set", *SHRINK]) == 0
+    )
+    for name in [
+        "config.yaml",
+        "history.json",
+        "metrics.json",
+        "normalizer.nc",
+        "loss_curve.png",
+        "skill_by_lead.png",
+        "predictions.zarr",
+        "checkpoints",
+    ]:
         assert (workdir / name).exists(), name
     metrics = json.loads((workdir / "metrics.json").read_text())
     assert set(metrics) == {"model", "persistence", "climatology"}
@@ -38,17 +52,38 @@ def test_run_writes_the_whole_report(tmp_path, capsys):
     valid_time = preds["valid_time"].sel(lead=3).values
     per_anom = per.values - norm.invert(np.zeros(per.shape, np.float32), "nino34", time=valid_time)
     obs = preds["observed"].sel(lead=1)  # valid at init + 1
-    obs_anom = obs.values - norm.invert(np.zeros(obs.shape, np.float32), "nino34",
-                                        time=preds["valid_time"].sel(lead=1).values)
+    obs_anom = obs.values - norm.invert(
+        np.zeros(obs.shape, np.float32), "nino34", time=preds["valid_time"].sel(lead=1).values
+    )
     np.testing.assert_allclose(per_anom[1:], obs_anom[:-1], atol=1e-4)
     assert metrics["climatology"]["acc"]["1"] is None  # a constant forecast has no correlation
 
     # evaluate and predict reuse the trained run without training again
-    assert main(["evaluate", "configs/quickstart.yaml", "--workdir", str(workdir), "--set", *SHRINK]) == 0
-    assert json.loads(capsys.readouterr().out.split("run written to")[-1].split("\n", 1)[1]) == metrics
+    assert (
+        main(["evaluate", "configs/quickstart.yaml", "--workdir", str(workdir), "--set", *SHRINK])
+        == 0
+    )
+    assert (
+        json.loads(capsys.readouterr().out.split("run written to")[-1].split("\n", 1)[1]) == metrics
+    )
     out = tmp_path / "val.zarr"
-    assert main(["predict", "configs/quickstart.yaml", "--workdir", str(workdir), "--split", "val",
-                 "--output", str(out), "--set", *SHRINK]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "configs/quickstart.yaml",
+                "--workdir",
+                str(workdir),
+                "--split",
+                "val",
+                "--output",
+                str(out),
+                "--set",
+                *SHRINK,
+            ]
+        )
+        == 0
+    )
     assert xr.open_zarr(out)["model"].sizes["lead"] == 3
 
 
@@ -72,18 +107,53 @@ def test_bad_input_is_one_line_and_status_2(tmp_path, capsys, args, message):
 
 def test_console_script_exits_2_without_traceback(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "climml.cli", "run", "configs/quickstart.yaml", "--workdir",
-         str(tmp_path / "bad"), "--set", "model.filtres=[4]"], capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "climml.cli",
+            "run",
+            "configs/quickstart.yaml",
+            "--workdir",
+            str(tmp_path / "bad"),
+            "--set",
+            "model.filtres=[4]",
+        ],
+        capture_output=True,
+        text=True,
         timeout=300,
     )
     assert proc.returncode == 2
-    assert proc.stderr.strip() == "climml: error: model.filtres: unknown key (did you mean 'filters'?)"
+    assert (
+        proc.stderr.strip() == "climml: error: model.filtres: unknown key (did you mean 'filters'?)"
+    )
 
 
 def test_workdir_of_another_experiment_is_refused(tmp_path):
     workdir = tmp_path / "run"
-    assert main(["train", "configs/quickstart.yaml", "--workdir", str(workdir), "--set", *SHRINK,
-                 "train.epochs=1"]) == 0
-    code = main(["train", "configs/quickstart.yaml", "--workdir", str(workdir), "--set", *SHRINK,
-                 "train.epochs=1", "train.lr=0.5"])
+    assert (
+        main(
+            [
+                "train",
+                "configs/quickstart.yaml",
+                "--workdir",
+                str(workdir),
+                "--set",
+                *SHRINK,
+                "train.epochs=1",
+            ]
+        )
+        == 0
+    )
+    code = main(
+        [
+            "train",
+            "configs/quickstart.yaml",
+            "--workdir",
+            str(workdir),
+            "--set",
+            *SHRINK,
+            "train.epochs=1",
+            "train.lr=0.5",
+        ]
+    )
     assert code == 2

@@ -12,14 +12,27 @@ import pytest
 SHRINK = [
     "data.source_args={n_months: 600, seed: 0, nlat: 12, nlon: 24}",
     "data.splits={train: [1870-01, 1899-12], val: [1900-01, 1909-12], test: [1910-01, 1919-12]}",
-    "model.filters=[8]", "model.hidden=[8]", "train.epochs=12", "train.patience=null",
-    "train.checkpoint_every=5", "output.progress=false",
+    "model.filters=[8]",
+    "model.hidden=[8]",
+    "train.epochs=12",
+    "train.patience=null",
+    "train.checkpoint_every=5",
+    "output.progress=false",
 ]
 
 
 def _train(workdir, **kw):
-    cmd = [sys.executable, "-m", "climml.cli", "train", "configs/quickstart.yaml", "--workdir",
-           str(workdir), "--set", *SHRINK]
+    cmd = [
+        sys.executable,
+        "-m",
+        "climml.cli",
+        "train",
+        "configs/quickstart.yaml",
+        "--workdir",
+        str(workdir),
+        "--set",
+        *SHRINK,
+    ]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, **kw)
 
 

@@ -8,8 +8,11 @@ from climml import config
 SMALL = [
     "data.source_args={n_months: 360, seed: 1, nlat: 12, nlon: 24}",
     "data.splits={train: [1870-01, 1884-12], val: [1885-01, 1889-12], test: [1890-01, 1899-12]}",
-    "data.batch_size=16", "data.gap=0",
-    "train.epochs=3", "train.checkpoint_every=4", "train.patience=null",
+    "data.batch_size=16",
+    "data.gap=0",
+    "train.epochs=3",
+    "train.checkpoint_every=4",
+    "train.patience=null",
     "output.progress=false",
 ]
 

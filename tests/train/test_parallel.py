@@ -14,10 +14,23 @@ def test_eight_devices_train_like_one(small_config):
     assert len(jax.local_devices()) == 8  # set by tests/conftest.py
     results = []
     for devices in (1, None):
-        exp = pipeline.prepare(small_config("train.epochs=2", "model.dropout=0.0",
-                                       f"train.devices={'null' if devices is None else devices}"))
-        results.append(fit(pipeline.build_model(exp), exp.loader("train", training=True),
-                           exp.loader("val"), exp.cfg.train, seed=0, progress=False))
+        exp = pipeline.prepare(
+            small_config(
+                "train.epochs=2",
+                "model.dropout=0.0",
+                f"train.devices={'null' if devices is None else devices}",
+            )
+        )
+        results.append(
+            fit(
+                pipeline.build_model(exp),
+                exp.loader("train", training=True),
+                exp.loader("val"),
+                exp.cfg.train,
+                seed=0,
+                progress=False,
+            )
+        )
     one, many = results
     for a, b in zip(jax.tree.leaves(one.params), jax.tree.leaves(many.params), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-4, atol=2e-5)

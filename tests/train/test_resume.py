@@ -8,6 +8,7 @@ from climml import pipeline
 from climml.errors import CheckpointError
 from climml.train.loop import fit, load_best
 
+
 class Killed(Exception):
     pass
 
@@ -27,8 +28,16 @@ def exp(small_config):
 
 def _fit(exp, workdir, **kw):
     cfg = exp.cfg
-    return fit(pipeline.build_model(exp), exp.loader("train", training=True), exp.loader("val"),
-               cfg.train, seed=cfg.seed, workdir=workdir, progress=False, **kw)
+    return fit(
+        pipeline.build_model(exp),
+        exp.loader("train", training=True),
+        exp.loader("val"),
+        cfg.train,
+        seed=cfg.seed,
+        workdir=workdir,
+        progress=False,
+        **kw,
+    )
 
 
 def test_kill_and_resume_matches_uninterrupted_run(exp, tmp_path):
@@ -52,8 +61,13 @@ def test_finished_run_is_not_trained_again(exp, tmp_path):
     assert calls == []  # nothing left to do
     assert again.history == first.history
     loader = exp.loader("train")
-    best = load_best(pipeline.build_model(exp), exp.cfg.train, tmp_path / "run",
-                     steps_per_epoch=len(loader), batch_size=loader.batch_size)
+    best = load_best(
+        pipeline.build_model(exp),
+        exp.cfg.train,
+        tmp_path / "run",
+        steps_per_epoch=len(loader),
+        batch_size=loader.batch_size,
+    )
     for a, b in zip(jax.tree.leaves(best.params), jax.tree.leaves(first.params), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
@@ -68,15 +82,21 @@ def test_early_stopping_keeps_best_epoch(exp, small_config, tmp_path):
     loader = exp2.loader("val")
     from climml.train.loop import Trainer
 
-    trainer = Trainer(pipeline.build_model(exp2), cfg.train, steps_per_epoch=1,
-                      batch_size=loader.batch_size)
+    trainer = Trainer(
+        pipeline.build_model(exp2), cfg.train, steps_per_epoch=1, batch_size=loader.batch_size
+    )
     assert trainer.evaluate(result.params, result.rest, loader.epoch(0)) == pytest.approx(val[best])
 
 
 def test_load_best_without_checkpoint_is_a_checkpoint_error(exp, tmp_path):
     with pytest.raises(CheckpointError, match="run `climml train` first"):
-        load_best(pipeline.build_model(exp), exp.cfg.train, tmp_path / "nothing",
-                  steps_per_epoch=1, batch_size=16)
+        load_best(
+            pipeline.build_model(exp),
+            exp.cfg.train,
+            tmp_path / "nothing",
+            steps_per_epoch=1,
+            batch_size=16,
+        )
     assert not (tmp_path / "nothing").exists()
 
 
@@ -85,5 +105,10 @@ def test_mismatched_model_checkpoint_is_a_checkpoint_error(exp, small_config, tm
     cfg = small_config("model.hidden=[8]")
     other = pipeline.Experiment(cfg, exp.raw, exp.dataset, exp.normalizer, exp.anchors)
     with pytest.raises(CheckpointError, match="was the model configuration changed"):
-        load_best(pipeline.build_model(other), cfg.train, tmp_path / "run",
-                  steps_per_epoch=len(other.loader("train")), batch_size=16)
+        load_best(
+            pipeline.build_model(other),
+            cfg.train,
+            tmp_path / "run",
+            steps_per_epoch=len(other.loader("train")),
+            batch_size=16,
+        )

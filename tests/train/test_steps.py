@@ -20,8 +20,12 @@ def _batch(n=8, seed=0):
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n, *SPEC.input_shape)).astype(np.float32)
     y = np.stack([x[:, -1, 2:6, 4:12, 0].mean((1, 2)), x[:, 0, :, :, 1].mean((1, 2))], 1)
-    return {"x": x, "y": y.astype(np.float32), "y_valid": np.ones_like(y),
-            "weight": np.ones(n, np.float32)}
+    return {
+        "x": x,
+        "y": y.astype(np.float32),
+        "y_valid": np.ones_like(y),
+        "weight": np.ones(n, np.float32),
+    }
 
 
 def _train_cfg(**kw):
@@ -51,8 +55,11 @@ def test_padding_and_invalid_targets_do_not_count():
     cfg = _train_cfg(loss={"mse": 1.0, "mae": 0.5})
     loss = make_loss(cfg)
     pred = jnp.array([[1.0, 2.0], [5.0, 5.0], [0.0, 9.0]])
-    batch = {"y": jnp.zeros((3, 2)), "y_valid": jnp.array([[1.0, 1.0], [1.0, 1.0], [1.0, 0.0]]),
-             "weight": jnp.array([1.0, 0.0, 1.0])}
+    batch = {
+        "y": jnp.zeros((3, 2)),
+        "y_valid": jnp.array([[1.0, 1.0], [1.0, 1.0], [1.0, 0.0]]),
+        "weight": jnp.array([1.0, 0.0, 1.0]),
+    }
     # valid elements: 1, 2 (sample 0) and 0 (sample 2); sample 1 is padding
     expected = (1 + 4 + 0) / 3 + 0.5 * (1 + 2 + 0) / 3
     assert float(loss(pred, batch)) == pytest.approx(expected)
@@ -86,8 +93,12 @@ def test_clipping_bounds_the_update():
 
 @pytest.mark.parametrize(
     ("override", "field"),
-    [("train.optimizer=lbfgsx", "train.optimizer"), ("train.schedule=zigzag", "train.schedule"),
-     ("train.loss=hinge", "train.loss"), ("train.lr=-1", "train.lr")],
+    [
+        ("train.optimizer=lbfgsx", "train.optimizer"),
+        ("train.schedule=zigzag", "train.schedule"),
+        ("train.loss=hinge", "train.loss"),
+        ("train.lr=-1", "train.lr"),
+    ],
 )
 def test_bad_training_settings_are_config_errors(override, field):
     cfg = config.from_dict({"model": {"name": "mlp"}}, [override]).train
