@@ -44,9 +44,9 @@ def check(cfg: Any) -> None:
 def evaluate(exp: Any, model: Any, workdir: Path) -> dict:
     """Score ``model`` and the configured baselines on ``exp.cfg.eval.split``."""
     cfg = exp.cfg
-    train_batches = exp.loader("train").epoch(0)
+    train = exp.loader("train")
     predictors = [model] + [
-        make_baseline(name, exp.spec, cfg.data.leads).fit(train_batches)
+        make_baseline(name, exp.spec, cfg.data.leads).fit(train.epoch(0))  # a fresh pass each
         for name in cfg.eval.baselines
     ]
     outputs = collect(exp.loader(cfg.eval.split), predictors)
