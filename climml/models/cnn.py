@@ -7,7 +7,6 @@ stack, and one linear output per lead (or per output element).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import jax
@@ -16,6 +15,7 @@ from flax import nnx
 
 from climml.errors import ConfigError, expected
 from climml.models._activations import activation
+from climml.models._dense import DenseHead
 from climml.models.registry import IOSpec, register
 
 
@@ -54,15 +54,9 @@ class CNN(nnx.Module):
                 expected("model.filters", "few enough pooling stages for the grid", cfg.filters)
             )
         self.convs = nnx.List(convs)
-        width_in = in_ch * height * width
-        dense = []
-        for units in cfg.hidden:
-            dense.append(nnx.Linear(width_in, units, rngs=rngs))
-            width_in = units
-        self.dense = nnx.List(dense)
-        self.dropout = nnx.Dropout(cfg.dropout, rngs=rngs)
-        self.output_shape = spec.output_shape
-        self.head = nnx.Linear(width_in, math.prod(spec.output_shape), rngs=rngs)
+        self.head = DenseHead(
+            in_ch * height * width, cfg.hidden, spec.output_shape, self.act, cfg.dropout, rngs
+        )
 
     def __call__(self, x: jax.Array) -> jax.Array:
         b, t, h, w, c = x.shape
@@ -70,10 +64,7 @@ class CNN(nnx.Module):
         for conv in self.convs:
             x = self.act(conv(x))
             x = nnx.max_pool(x, (self.pool, self.pool), strides=(self.pool, self.pool))
-        x = x.reshape(b, -1)
-        for layer in self.dense:
-            x = self.dropout(self.act(layer(x)))
-        return self.head(x).reshape(b, *self.output_shape)
+        return self.head(x.reshape(b, -1))
 
 
 @register("cnn", CNNConfig)

@@ -9,6 +9,7 @@ import jax
 from flax import nnx
 
 from climml.models._activations import activation
+from climml.models._dense import DenseHead
 from climml.models.registry import IOSpec, register
 
 
@@ -24,23 +25,12 @@ class MLP(nnx.Module):
     """``(B, *input_shape) → (B, *output_shape)`` through dense layers."""
 
     def __init__(self, cfg: MLPConfig, spec: IOSpec, rngs: nnx.Rngs):
-        self.act = activation(cfg.activation)
-        width = math.prod(spec.input_shape)
-        layers = []
-        for units in cfg.hidden:
-            layers.append(nnx.Linear(width, units, rngs=rngs))
-            width = units
-        self.layers = nnx.List(layers)
-        self.dropout = nnx.Dropout(cfg.dropout, rngs=rngs)
-        self.output_shape = spec.output_shape
-        self.head = nnx.Linear(width, math.prod(spec.output_shape), rngs=rngs)
+        act = activation(cfg.activation)
+        features = math.prod(spec.input_shape)
+        self.head = DenseHead(features, cfg.hidden, spec.output_shape, act, cfg.dropout, rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        b = x.shape[0]
-        x = x.reshape(b, -1)
-        for layer in self.layers:
-            x = self.dropout(self.act(layer(x)))
-        return self.head(x).reshape(b, *self.output_shape)
+        return self.head(x.reshape(x.shape[0], -1))
 
 
 @register("mlp", MLPConfig)
