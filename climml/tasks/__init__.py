@@ -12,9 +12,13 @@ from __future__ import annotations
 from types import ModuleType
 
 from climml.errors import ConfigError, expected
-from climml.tasks import regression
+from climml.tasks import reconstruction, regression, segmentation
 
-TASKS: dict[str, ModuleType] = {"regression": regression}
+TASKS: dict[str, ModuleType] = {
+    "regression": regression,
+    "segmentation": segmentation,
+    "reconstruction": reconstruction,
+}
 
 
 def get(name: str) -> ModuleType:

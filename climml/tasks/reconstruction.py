@@ -1,0 +1,70 @@
+"""Reconstruction evaluation (autoencoders): reconstruction skill and anomaly maps.
+
+Scores the reconstruction like a regression forecast (``eval.metrics`` per lead, against the
+``eval.baselines``; see :mod:`climml.tasks.regression`). ``predictions.zarr`` holds, in the
+target's physical units, the reconstruction, the baselines, ``observed``, the per-pixel squared
+error ``error`` (the anomaly map) and its spatial mean ``anomaly_score`` per sample;
+``reconstruction_map.png`` shows input / reconstruction / error for the most anomalous sample.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from climml.models.linear import make_baseline
+from climml.tasks import regression
+
+check = regression.check  # same metric and baseline names as regression
+
+
+def evaluate(exp: Any, model: Any, workdir: Path) -> dict:
+    """Score ``model`` and the baselines on ``exp.cfg.eval.split``; write error maps and a map."""
+    cfg = exp.cfg
+    target = cfg.data.target
+    predictors = [model] + [
+        make_baseline(name, exp.spec, cfg.data.leads).fit(exp.loader("train").epoch(0))
+        for name in cfg.eval.baselines
+    ]
+    outputs = regression.collect(exp.loader(cfg.eval.split), predictors)
+    observed = np.where(outputs["valid"] > 0, outputs["observed"], np.nan)
+    obs_anom = exp.normalizer.invert(observed, target, add_mean=False)
+    scores = {
+        p.name: regression.score_by_lead(
+            exp.normalizer.invert(outputs[p.name], target, add_mean=False),
+            obs_anom,
+            cfg.data.leads,
+            cfg.eval.metrics,
+        )
+        for p in predictors
+    }
+    names = [p.name for p in predictors]
+    ds = regression.to_dataset(
+        exp, {n: outputs[n] for n in names} | {"observed": observed}, outputs["anchor"]
+    )
+    space = [d for d in ds["observed"].dims if d not in ("time", "lead")]
+    ds["error"] = np.square(ds[model.name] - ds["observed"])
+    ds["error"].attrs["description"] = "squared reconstruction error (anomaly map)"
+    ds["anomaly_score"] = ds["error"].mean(space)
+    if cfg.output.save_predictions:
+        ds.to_zarr(workdir / "predictions.zarr", mode="w")
+    if cfg.output.plots and len(space) == 2:
+        plot_most_anomalous(ds, model.name, workdir / "reconstruction_map.png")
+    return scores
+
+
+def plot_most_anomalous(ds, name: str, path: Path) -> None:
+    """Observed / reconstructed / squared-error maps of the sample with the largest score."""
+    from climml.viz.maps import Panel, plot_panels
+
+    score = ds["anomaly_score"].isel(lead=0).fillna(-np.inf).values
+    sample = ds.isel(time=int(np.argmax(score)), lead=0)
+    panels = [
+        Panel("observed", sample["observed"].values),
+        Panel("reconstruction", sample[name].values),
+        Panel("squared error", sample["error"].values, "error"),
+    ]
+    when = np.datetime_as_string(sample["valid_time"].values, unit="h")
+    plot_panels(panels, ds["lat"].values, ds["lon"].values, path, title=f"most anomalous: {when}")
