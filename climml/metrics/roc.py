@@ -31,9 +31,6 @@ from jax.typing import ArrayLike
 from climml.errors import ConfigError, expected
 from climml.metrics._masking import Axis, as_float, check_broadcast, move_to_end, ratio
 
-_SIGN = np.uint32(0x80000000)
-_ALL = np.uint32(0xFFFFFFFF)
-
 
 def roc_auc(
     scores: ArrayLike,
@@ -85,14 +82,29 @@ def _flatten_samples(scores, labels, axis, weights):
 
 
 def ordered_key(x: Array) -> Array:
-    """Map float32 to uint32 so that unsigned order equals numeric order (-0.0 == 0.0).
+    """Map floats to unsigned ints whose order is the numeric order (-0.0 == 0.0).
 
-    Positive floats get the sign bit set; negative floats have all bits flipped.
+    float64 (under ``jax_enable_x64``) maps to uint64, anything narrower to float32 and
+    uint32. Positive floats get the sign bit set; negative floats have all bits flipped.
+    Done on the bits, not with float comparisons, so subnormals keep their order even where
+    the CPU flushes them to zero in arithmetic.
     """
-    x = jnp.where(x == 0, jnp.zeros((), x.dtype), x).astype(jnp.float32)
-    bits = lax.bitcast_convert_type(x, jnp.uint32)
-    negative = (bits & _SIGN) != 0
-    return jnp.where(negative, ~bits, bits | _SIGN)
+    wide = x.dtype == jnp.float64
+    x = x if wide else x.astype(jnp.float32)
+    bits = lax.bitcast_convert_type(x, jnp.uint64 if wide else jnp.uint32)
+    sign = _top_bit(bits.dtype)
+    bits = jnp.where(bits == sign, jnp.zeros((), bits.dtype), bits)  # -0.0 is +0.0
+    return jnp.where((bits & sign) != 0, ~bits, bits | sign)
+
+
+def _top_bit(dtype) -> np.ndarray:
+    """The sign bit of an unsigned key dtype, e.g. 0x80000000 for uint32."""
+    return np.array(1 << (np.dtype(dtype).itemsize * 8 - 1), dtype)
+
+
+def _all_ones(dtype) -> np.ndarray:
+    """The largest key: the sentinel that sorts masked samples last."""
+    return np.array(np.iinfo(dtype).max, dtype)
 
 
 @jax.jit  # eager calls then compile once, not once per primitive
@@ -103,11 +115,12 @@ def _exact_auc(s: Array, positive: Array) -> Array:
     valid = ~jnp.isnan(s)
     key = ordered_key(jnp.where(valid, s, 0))
     # Bits that differ between some valid keys of a point; any other bit may be dropped.
-    any_set = lax.reduce(jnp.where(valid, key, 0), jnp.uint32(0), lax.bitwise_or, (1,))
-    all_set = lax.reduce(jnp.where(valid, key, _ALL), _ALL, lax.bitwise_and, (1,))
+    ones = _all_ones(key.dtype)
+    any_set = lax.reduce(jnp.where(valid, key, 0), np.zeros((), key.dtype), lax.bitwise_or, (1,))
+    all_set = lax.reduce(jnp.where(valid, key, ones), ones, lax.bitwise_and, (1,))
     varying = any_set ^ all_set
     auc = lax.cond(
-        jnp.all(varying != _ALL),
+        jnp.all(varying != ones),
         lambda: jax.vmap(_auc_shared_bit)(key, positive, valid, varying),
         lambda: jax.vmap(_auc_by_sign)(key, positive, valid),
     )
@@ -116,7 +129,7 @@ def _exact_auc(s: Array, positive: Array) -> Array:
 
 def _auc_shared_bit(key: Array, positive: Array, valid: Array, varying: Array) -> Array:
     """AUC of one point whose valid keys share a bit (e.g. the sign bit of probabilities)."""
-    bit = 31 - lax.clz(~varying)  # the highest shared bit
+    bit = key.dtype.itemsize * 8 - 1 - lax.clz(~varying)  # the highest shared bit
     return _auc_from(*_packed_mann_whitney(key, positive, valid, bit))
 
 
@@ -126,9 +139,11 @@ def _auc_by_sign(key: Array, positive: Array, valid: Array) -> Array:
     A positive scoring >= 0 beats every negative scoring < 0 and loses to none scoring < 0
     the other way round, so U = U(>= 0 half) + U(< 0 half) + P(>= 0) N(< 0).
     """
-    nonnegative = key >= _SIGN
-    u_hi, pos_hi, neg_hi = _packed_mann_whitney(key, positive, valid & nonnegative, 31)
-    u_lo, pos_lo, neg_lo = _packed_mann_whitney(key, positive, valid & ~nonnegative, 31)
+    sign = _top_bit(key.dtype)
+    bit = key.dtype.itemsize * 8 - 1
+    nonnegative = key >= sign
+    u_hi, pos_hi, neg_hi = _packed_mann_whitney(key, positive, valid & nonnegative, bit)
+    u_lo, pos_lo, neg_lo = _packed_mann_whitney(key, positive, valid & ~nonnegative, bit)
     return _auc_from(u_hi + u_lo + 2 * pos_hi * neg_lo, pos_hi + pos_lo, neg_hi + neg_lo)
 
 
@@ -144,13 +159,14 @@ def _packed_mann_whitney(
     Index sums are exact in int32 while n (n - 1) < 2**31; beyond that float is used.
     """
     n = key.shape[0]
-    bit = jnp.asarray(bit, jnp.uint32)
-    low = key & ((jnp.uint32(1) << bit) - 1)
-    high = lax.shift_right_logical(key, bit + 1) << bit  # a shift by 32 gives 0 in XLA
-    packed = ((high | low) << 1) | positive.astype(jnp.uint32)
-    ties_neg_first = lax.sort(jnp.where(valid, packed, _ALL))  # masked samples sort last
-    ties_pos_first = lax.sort(jnp.where(valid, packed ^ 1, _ALL))
-    total = jnp.int32 if n <= 46340 else jnp.float32
+    bit = jnp.asarray(bit, key.dtype)
+    one, ones = np.ones((), key.dtype), _all_ones(key.dtype)
+    low = key & ((one << bit) - 1)
+    high = lax.shift_right_logical(key, bit + 1) << bit  # a shift by the width gives 0
+    packed = ((high | low) << 1) | positive.astype(key.dtype)
+    ties_neg_first = lax.sort(jnp.where(valid, packed, ones))  # masked samples sort last
+    ties_pos_first = lax.sort(jnp.where(valid, packed ^ 1, ones))
+    total = jnp.int32 if n <= 46340 else (jnp.float64 if key.dtype == jnp.uint64 else jnp.float32)
     index = jnp.arange(n, dtype=total)
     in_sample = jnp.arange(n) < jnp.sum(valid)
     n_pos = jnp.sum(positive & valid).astype(total)
@@ -169,7 +185,8 @@ def _auc_from(twice_u: Array, n_pos: Array, n_neg: Array) -> Array:
 def _weighted_auc(s: Array, positive: Array, w: Array) -> Array:
     """Exact AUC of one point with sample weights (two-operand sorts; NaN score = masked)."""
     valid = ~jnp.isnan(s) & (w > 0)
-    key = jnp.where(valid, ordered_key(jnp.where(valid, s, 0)), _ALL)
+    key = ordered_key(jnp.where(valid, s, 0))
+    key = jnp.where(valid, key, _all_ones(key.dtype))
     # Sort by (key, label) so that negatives precede positives inside each tie group.
     label = positive.astype(jnp.uint32)
     key, label, w = lax.sort((key, label, jnp.where(valid, w, 0)), num_keys=2)
