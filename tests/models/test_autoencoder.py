@@ -95,3 +95,34 @@ def test_reconstruction_error_flags_injected_anomalies():
     # and the error map points at the anomaly: most of the excess error is inside the bump
     excess = np.asarray(err_anom - err_normal).mean(axis=(0, 1))
     assert excess[5:8, 20:24].sum() > 0.5 * excess.clip(0).sum()
+
+
+def test_reconstruction_run_writes_error_maps(tmp_path):
+    import warnings
+
+    import xarray as xr
+
+    from climml import config, pipeline
+
+    overrides = [
+        "data.source_args.n_times=200",
+        "data.splits.train=['2000-01-01', '2000-01-28']",
+        "data.splits.val=['2000-01-31', '2000-02-05']",
+        "data.splits.test=['2000-02-08', '2000-02-19']",
+        "model.filters=[4, 8, 8]",
+        "train.epochs=1",
+        "output.progress=false",
+    ]
+    cfg = config.load("configs/autoencoder.yaml", overrides=overrides)
+    with warnings.catch_warnings():
+        warnings.simplefilter(
+            "ignore", UserWarning
+        )  # "no coastlines" where Natural Earth is absent
+        result = pipeline.run(cfg, tmp_path / "run")
+    assert set(result.metrics) == {"model", "climatology"}
+    ds = xr.open_zarr(tmp_path / "run" / "predictions.zarr").load()
+    np.testing.assert_allclose(ds["error"], (ds["model"] - ds["observed"]) ** 2, rtol=1e-6)
+    np.testing.assert_allclose(ds["anomaly_score"], ds["error"].mean(("lat", "lon")), rtol=1e-5)
+    rmse = float(np.sqrt(ds["error"].mean()))  # scores are of the anomalies: same RMSE
+    np.testing.assert_allclose(result.metrics["model"]["rmse"]["0"], rmse, rtol=1e-4)
+    assert (tmp_path / "run" / "reconstruction_map.png").is_file()

@@ -1,12 +1,15 @@
 """Segmentation: losses against hand computations and PyTorch; a U-Net learns to find cyclones."""
 
 import dataclasses
+import warnings
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+import xarray as xr
 from flax import nnx
 
 from climml.config import TrainConfig
@@ -122,3 +125,88 @@ def test_unet_learns_cyclones_far_better_than_all_background():
     trivial = float(iou(jnp.zeros_like(pred), y_test, 3)[1])
     assert trivial == 0.0
     assert cyclone_iou > 0.3, cyclone_iou
+
+
+# --------------------------------------------------------------------------- pipeline and maps
+
+SMALL_RUN = [
+    "data.source_args.n_times=200",
+    "data.splits.train=['2000-01-01', '2000-02-05']",
+    "data.splits.val=['2000-02-08', '2000-02-14']",
+    "data.splits.test=['2000-02-17', '2000-02-28']",
+    "model.base_filters=4",
+    "train.epochs=1",
+    "output.progress=false",
+]
+
+
+def test_segmentation_run_writes_scores_masks_and_map(tmp_path):
+    from climml import config, pipeline
+
+    cfg = config.load("configs/unet_extremes.yaml", overrides=SMALL_RUN)
+    with warnings.catch_warnings():
+        warnings.simplefilter(
+            "ignore", UserWarning
+        )  # "no coastlines" where Natural Earth is absent
+        result = pipeline.run(cfg, tmp_path / "run")
+    m = result.metrics
+    assert set(m) == {"model", "majority"}
+    names = ["background", "tropical_cyclone", "atmospheric_river"]
+    assert list(m["model"]["iou"]) == names and list(m["model"]["recall"]) == names
+    assert m["majority"]["iou"]["tropical_cyclone"] == 0.0  # background everywhere finds nothing
+    assert m["majority"]["recall"]["background"] == 1.0
+    assert len(m["model"]["confusion_matrix"]) == 9
+    ds = xr.open_zarr(tmp_path / "run" / "predictions.zarr")
+    assert ds["model"].dtype == np.int8 and ds["model"].dims == ("time", "lead", "lat", "lon")
+    # the scores in metrics.json are the scores of the masks in predictions.zarr
+    obs, pred = ds["observed"].values, ds["model"].values
+    tc_iou = np.sum((obs == 1) & (pred == 1)) / np.sum((obs == 1) | (pred == 1))
+    np.testing.assert_allclose(m["model"]["iou"]["tropical_cyclone"], tc_iou, rtol=1e-6)
+    accuracy = np.mean(obs == pred)
+    np.testing.assert_allclose(m["model"]["accuracy"]["all"], accuracy, rtol=1e-6)
+    assert (tmp_path / "run" / "segmentation_map.png").stat().st_size > 10_000
+
+
+def test_segmentation_config_errors_name_the_field():
+    from climml import config, tasks
+
+    cfg = config.load("configs/unet_extremes.yaml", overrides=["eval.metrics=[iou, rmse]"])
+    with pytest.raises(ConfigError, match="eval.metrics"):
+        tasks.get("segmentation").check(cfg)
+    cfg = config.load("configs/unet_extremes.yaml", overrides=["data.num_classes=null"])
+    with pytest.raises(ConfigError, match="data.num_classes"):
+        tasks.get("segmentation").check(cfg)
+
+
+def test_maps_use_coastline_files_on_disk_and_never_download(tmp_path, monkeypatch):
+    import shutil
+
+    import cartopy
+
+    from climml.viz import maps
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("a download was attempted")
+
+    monkeypatch.setattr("urllib.request.urlopen", no_download)
+    root = tmp_path / "cartopy"
+    monkeypatch.setitem(cartopy.config, "pre_existing_data_dir", root)
+    monkeypatch.setitem(cartopy.config, "data_dir", tmp_path / "empty")
+    lat, lon = np.linspace(-60, 60, 8), np.linspace(0, 357.5, 16)
+    panels = [
+        maps.Panel("a", np.ones((8, 16))),
+        maps.Panel("b", np.zeros((8, 16)), "classes", ("x", "y")),
+    ]
+    with pytest.warns(UserWarning, match="without coastlines"):
+        maps.plot_panels(panels, lat, lon, tmp_path / "plain.png")
+    # Natural Earth files on disk (here cartopy's own test shapefile under the expected name)
+    lakes = Path(cartopy.__file__).parent / "tests" / "lakes_shapefile"
+    dest = root / "shapefiles" / "natural_earth" / "physical"
+    dest.mkdir(parents=True)
+    for ext in ("shp", "shx", "dbf"):
+        shutil.copy(lakes / f"ne_110m_lakes.{ext}", dest / f"ne_110m_coastline.{ext}")
+    assert maps.coastline_file() == dest / "ne_110m_coastline.shp"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "without coastlines" warning now
+        maps.plot_panels(panels, lat, lon, tmp_path / "coast.png")
+    assert (tmp_path / "coast.png").stat().st_size > 0
