@@ -11,12 +11,14 @@ import xarray as xr
 
 from climml.data import synthetic
 from climml.data.open import open_dataset
+from climml.data.real.hadisst import hadisst_ice
 from climml.errors import ConfigError, DataError, expected
 
 # One line per built-in source; keyword arguments come from the config's data.source_args.
 SOURCES: dict[str, Callable[..., xr.Dataset]] = {
     "synthetic.enso": synthetic.enso,
     "synthetic.extreme_weather": synthetic.extreme_weather,
+    "real.hadisst_ice": hadisst_ice,
 }
 
 

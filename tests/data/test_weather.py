@@ -85,3 +85,39 @@ def test_seeded_and_reproducible():
 def test_bad_arguments_raise_config_error(kwargs, field):
     with pytest.raises(ConfigError, match=field):
         extreme_weather(**kwargs)
+
+
+# --------------------------------------------------------------------------- real: HadISST month
+
+
+def test_hadisst_labels_follow_the_shipped_field():
+    from climml.data.real.hadisst import ICE_SST, hadisst_field, hadisst_ice
+
+    field = hadisst_field().values
+    ds = hadisst_ice(3, seed=0)
+    assert ds["label"].shape == (3, 180, 360)
+    for t, shift in enumerate(ds["lon_shift"].values):
+        labels = np.roll(ds["label"].values[t], -shift, axis=1)  # undo the rotation
+        np.testing.assert_array_equal(labels == 2, np.isnan(field))  # land = missing SST
+        np.testing.assert_array_equal(labels == 1, np.isclose(field, ICE_SST, atol=1e-3))
+    frac = np.bincount(ds["label"].values.ravel(), minlength=3) / ds["label"].size
+    np.testing.assert_allclose(frac, [0.5841, 0.0771, 0.3388], atol=1e-3)  # Aug 2012 globe
+
+
+def test_hadisst_inputs_are_coarse_block_means():
+    from climml.data.real.hadisst import hadisst_field, hadisst_ice
+
+    ds = hadisst_ice(2, coarsen=4, noise=0.0, fraction_noise=0.0, seed=1)
+    field = np.roll(hadisst_field().values, int(ds["lon_shift"].values[0]), axis=1)
+    sst, frac = ds["sst"].values[0], ds["ocean_fraction"].values[0]
+    block = (slice(40, 44), slice(100, 104))
+    cells = field[block]
+    np.testing.assert_allclose(frac[block], np.mean(~np.isnan(cells)))
+    if np.any(~np.isnan(cells)):
+        np.testing.assert_allclose(sst[block], np.nanmean(cells), rtol=1e-5)
+    blocks = frac.reshape(45, 4, 90, 4)
+    assert np.all(blocks == blocks[:, :1, :, :1])  # constant within every 4x4 block
+    noisy = hadisst_ice(2, coarsen=4, seed=1)
+    assert 0.45 < float(np.nanstd(noisy["sst"].values[0] - sst)) < 0.55  # 0.5 degC by default
+    with pytest.raises(ConfigError, match="coarsen"):
+        hadisst_ice(2, coarsen=7)
