@@ -100,7 +100,8 @@ def climml_step(batch: int, grid: int, channels: int, depth: int, filters: int, 
 
     def loss_fn(params, rest, x, y):
         logits, rest = _apply(graphdef, params, rest, x)
-        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), rest
+        onehot = jax.nn.one_hot(y, logits.shape[-1], dtype=logits.dtype)  # as climml's loss
+        return -jnp.mean(jnp.sum(onehot * jax.nn.log_softmax(logits), axis=-1)), rest
 
     def step(params, rest, opt_state, x, y):
         (loss, rest), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, rest, x, y)

@@ -163,8 +163,8 @@ class UNet(nnx.Module):
         return y if self.num_classes else y[..., 0]
 
 
-def _check(cfg: UNetConfig, spec: IOSpec) -> tuple[int, int, int]:
-    """Validate ``cfg`` against ``spec``; return (in_features, leads, grid divisor)."""
+def _check(cfg: UNetConfig, spec: IOSpec) -> tuple[int, int]:
+    """Validate ``cfg`` against ``spec``; return (input features T*C, leads)."""
     if cfg.depth < 1:
         raise ConfigError(expected("model.depth", "an integer >= 1", cfg.depth))
     if cfg.base_filters < 1:
@@ -186,11 +186,11 @@ def _check(cfg: UNetConfig, spec: IOSpec) -> tuple[int, int, int]:
     out = spec.output_shape
     if tuple(out[1:3]) != (h, w):
         raise ConfigError(expected("output grid", (h, w), tuple(out[1:3])))
-    return steps * channels, out[0], factor
+    return steps * channels, out[0]
 
 
 @register("unet", UNetConfig)
 def build_unet(cfg: UNetConfig, spec: IOSpec, rngs: nnx.Rngs) -> UNet:
     """Build a :class:`UNet` for ``spec``: input (T, lat, lon, C), output (leads, lat, lon[, K])."""
-    in_features, leads, _ = _check(cfg, spec)
+    in_features, leads = _check(cfg, spec)
     return UNet(cfg, in_features, leads, spec.num_classes, rngs)
