@@ -7,7 +7,7 @@ large convolutions that path is slow in the weight gradient: on a 2-core AVX-512
 fusions (:data:`CPU_CONV_OPTIONS`), XLA's Eigen convolutions ran it at 213 GFLOP/s (weight
 gradient 160). But the option is not a general win: it is slower for small convolutions
 (<= 32x32 grids) and a whole U-Net training step came out between 0.6x and 1.1x of the default
-on a shared, busy CPU, where the default was already 1.6-2.8x faster than PyTorch
+on a shared, busy CPU, where the default was already 1.4-2.8x faster than PyTorch
 (``benchmarks/results/unet.md``). So climml compiles with XLA's defaults, and :func:`jit` offers
 the option for conv-heavy programs on large grids, to be kept when ``benchmarks/unet.py`` shows
 it wins on the machine at hand. Two matmul formulations (an im2col ``custom_vjp`` and
