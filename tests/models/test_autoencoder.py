@@ -133,3 +133,18 @@ def test_reconstruction_run_writes_error_maps(tmp_path):
     rmse = float(np.sqrt(ds["error"].mean()))  # scores are of the anomalies: same RMSE
     np.testing.assert_allclose(result.metrics["model"]["rmse"]["0"], rmse, rtol=1e-4)
     assert (tmp_path / "run" / "reconstruction_map.png").is_file()
+
+
+def test_vae_kl_term_has_gradients_for_the_encoder():
+    vae = make(variational=True, kl_weight=1.0)
+    graphdef, params, rest = nnx.split(vae, nnx.Param, ...)
+    x = jax.random.normal(jax.random.key(3), (2, 1, *GRID, 1))
+
+    def kl_of(params):
+        model = nnx.merge(graphdef, params, rest, copy=True)
+        model(x)
+        return aux_loss(model)
+
+    grads = jax.jit(jax.grad(kl_of))(params)
+    assert float(jnp.abs(grads["to_latent"]["kernel"][...]).max()) > 0  # the encoder feels the KL
+    assert float(jnp.abs(grads["head"]["kernel"][...]).max()) == 0  # the decoder does not
