@@ -10,6 +10,7 @@ is parsed into the hyperparameter dataclass that the model registry holds for ``
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import difflib
 import types
 import typing
@@ -267,6 +268,8 @@ def _convert_scalar(value: Any, hint: type, path: str) -> Any:
         return value
     if hint is str and isinstance(value, str | int | float) and not isinstance(value, bool):
         return str(value)  # YAML reads dates such as 1950-01 as strings or ints
+    if hint is str and isinstance(value, datetime.date):
+        return value.isoformat()  # an unquoted 1950-01-01 is a date to YAML
     raise ConfigError(expected(path, _type_name(hint), repr(value)))
 
 

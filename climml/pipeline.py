@@ -278,12 +278,11 @@ def _json_default(value: Any) -> Any:
 def predict(
     cfg: Config, workdir: str | Path, *, split: str = "test", output: str | Path | None = None
 ) -> Path:
-    """Write the trained model's forecasts for ``split`` to a zarr store (regression tasks)."""
-    from climml.tasks.regression import collect, to_dataset
+    """Write the trained model's output for ``split`` to a zarr store; returns its path."""
+    from climml import tasks
 
     exp = prepare(cfg)
-    model = trained_model(exp, workdir)
-    outputs = collect(exp.loader(split), [model])
+    predictions = tasks.get(cfg.eval.task).predict(exp, trained_model(exp, workdir), split)
     path = Path(output) if output else Path(workdir) / f"predictions_{split}.zarr"
-    to_dataset(exp, {"model": outputs["model"]}, outputs["anchor"]).to_zarr(path, mode="w")
+    predictions.to_zarr(path, mode="w")
     return path

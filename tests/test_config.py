@@ -92,3 +92,9 @@ def test_dump_round_trips_and_differences(tmp_path):
     assert yaml.safe_load(path.read_text())["train"]["epochs"] == 3
     other = config.from_dict(config.to_dict(cfg), ["train.lr=0.5", "output.workdir=elsewhere"])
     assert config.differences(cfg, other) == ["train.lr"]
+
+
+def test_unquoted_yaml_dates_become_iso_strings():
+    raw = yaml.safe_load("model: {name: mlp}\ndata:\n  splits: {train: [1870-01-01, 1900-12-31]}\n")
+    cfg = config.from_dict(raw)
+    assert cfg.data.splits["train"] == ("1870-01-01", "1900-12-31")

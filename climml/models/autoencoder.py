@@ -22,6 +22,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from climml.errors import ConfigError, DataError, expected
+from climml.models._aux_loss import AuxLoss
 from climml.models.conv import Conv
 from climml.models.registry import IOSpec, register
 from climml.models.unet import Upsample2x
@@ -44,16 +45,6 @@ class AutoencoderConfig:
     variational: bool = False
     kl_weight: float = 1e-3
     lon_periodic: bool = False
-
-
-class AuxLoss(nnx.Variable):
-    """A scalar loss term a model computes in its forward pass (e.g. a VAE's KL divergence)."""
-
-
-def aux_loss(model: nnx.Module) -> jax.Array:
-    """Sum of the model's :class:`AuxLoss` terms from its last forward pass (0 if none)."""
-    terms = jax.tree.leaves(nnx.state(model, AuxLoss))
-    return sum(terms, jnp.zeros(()))
 
 
 def error_map(pred: jax.Array, target: jax.Array) -> jax.Array:

@@ -4,7 +4,8 @@ Each task module provides ``check(cfg)``, which raises ``ConfigError`` for setti
 score (called before training, so a bad config fails fast), and
 ``evaluate(exp, model, workdir) -> metrics`` returning
 ``{"<predictor>": {"<metric>": {"<key>": value}}}`` (keys are leads, classes, ...) and writing its
-predictions and figures into ``workdir``.
+predictions and figures into ``workdir``, and ``predict(exp, model, split) -> xr.Dataset`` (the
+model's output for a split, in the target's units, with coordinates restored).
 """
 
 from __future__ import annotations

@@ -14,36 +14,16 @@ from typing import Any
 
 import numpy as np
 
-from climml.models.linear import make_baseline
 from climml.tasks import regression
 
 check = regression.check  # same metric and baseline names as regression
+predict = regression.predict  # reconstructions are fields in the target's physical units
 
 
 def evaluate(exp: Any, model: Any, workdir: Path) -> dict:
     """Score ``model`` and the baselines on ``exp.cfg.eval.split``; write error maps and a map."""
     cfg = exp.cfg
-    target = cfg.data.target
-    predictors = [model] + [
-        make_baseline(name, exp.spec, cfg.data.leads).fit(exp.loader("train").epoch(0))
-        for name in cfg.eval.baselines
-    ]
-    outputs = regression.collect(exp.loader(cfg.eval.split), predictors)
-    observed = np.where(outputs["valid"] > 0, outputs["observed"], np.nan)
-    obs_anom = exp.normalizer.invert(observed, target, add_mean=False)
-    scores = {
-        p.name: regression.score_by_lead(
-            exp.normalizer.invert(outputs[p.name], target, add_mean=False),
-            obs_anom,
-            cfg.data.leads,
-            cfg.eval.metrics,
-        )
-        for p in predictors
-    }
-    names = [p.name for p in predictors]
-    ds = regression.to_dataset(
-        exp, {n: outputs[n] for n in names} | {"observed": observed}, outputs["anchor"]
-    )
+    ds, scores = regression.forecast_and_score(exp, model)
     space = [d for d in ds["observed"].dims if d not in ("time", "lead")]
     ds["error"] = np.square(ds[model.name] - ds["observed"])
     ds["error"].attrs["description"] = "squared reconstruction error (anomaly map)"

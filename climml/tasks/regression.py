@@ -43,6 +43,22 @@ def check(cfg: Any) -> None:
 
 def evaluate(exp: Any, model: Any, workdir: Path) -> dict:
     """Score ``model`` and the configured baselines on ``exp.cfg.eval.split``."""
+    ds, scores = forecast_and_score(exp, model)
+    if exp.cfg.output.save_predictions:
+        ds.to_zarr(workdir / "predictions.zarr", mode="w")
+    if exp.cfg.output.plots:
+        from climml.viz.plots import plot_skill_by_lead
+
+        plot_skill_by_lead(scores, workdir / "skill_by_lead.png")
+    return scores
+
+
+def forecast_and_score(exp: Any, model: Any) -> tuple[xr.Dataset, dict]:
+    """Forecasts of ``model`` and the baselines on the eval split, and their scores by lead.
+
+    Returns the predictions dataset (physical units, one variable per predictor plus
+    ``observed``) and ``{predictor: {metric: {lead: value}}}``.
+    """
     cfg = exp.cfg
     train = exp.loader("train")
     predictors = [model] + [
@@ -62,16 +78,14 @@ def evaluate(exp: Any, model: Any, workdir: Path) -> dict:
         )
         for p in predictors
     }
-    if cfg.output.save_predictions:
-        names = [p.name for p in predictors] + ["observed"]
-        to_dataset(
-            exp, {n: observed if n == "observed" else outputs[n] for n in names}, outputs["anchor"]
-        ).to_zarr(workdir / "predictions.zarr", mode="w")
-    if cfg.output.plots:
-        from climml.viz.plots import plot_skill_by_lead
+    arrays = {p.name: outputs[p.name] for p in predictors} | {"observed": observed}
+    return to_dataset(exp, arrays, outputs["anchor"]), scores
 
-        plot_skill_by_lead(scores, workdir / "skill_by_lead.png")
-    return scores
+
+def predict(exp: Any, model: Any, split: str) -> xr.Dataset:
+    """The model's forecasts for ``split`` in physical units (no scoring)."""
+    outputs = collect(exp.loader(split), [model])
+    return to_dataset(exp, {model.name: outputs[model.name]}, outputs["anchor"])
 
 
 def collect(loader: Any, predictors: Sequence[Any]) -> dict[str, np.ndarray]:

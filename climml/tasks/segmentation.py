@@ -68,6 +68,12 @@ def evaluate(exp: Any, model: Any, workdir: Path) -> dict:
     return scores
 
 
+def predict(exp: Any, model: Any, split: str) -> xr.Dataset:
+    """The model's class masks (argmax of its logits) for ``split``."""
+    masks = collect(exp.loader(split), {model.name: lambda b: np.argmax(model.predict(b), axis=-1)})
+    return to_dataset(exp, {model.name: masks[model.name]}, masks["anchor"])
+
+
 def class_names(target: xr.DataArray, num_classes: int) -> list[str]:
     """The CF ``flag_meanings`` of ``target`` when they name every class, else ``"0".."K-1"``."""
     meanings = str(target.attrs.get("flag_meanings", "")).split()

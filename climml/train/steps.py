@@ -15,6 +15,8 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from climml.models._aux_loss import aux_loss
+
 # Batch fields the steps consume; the rest (anchors, history) stay on the host.
 STEP_FIELDS = ("x", "y", "y_valid", "weight")
 
@@ -59,7 +61,7 @@ def make_train_step(
         # Fresh Variable objects at this trace level, so dropout may advance its RNG count here.
         rest = jax.tree.map(lambda v: v, rest)
         model = nnx.merge(train_def, params, rest)
-        loss = loss_fn(model(batch["x"]), batch)
+        loss = loss_fn(model(batch["x"]), batch) + aux_loss(model)  # e.g. a VAE's KL term
         return loss, nnx.split(model, nnx.Param, ...)[2]
 
     def reseeded(state: TrainState, key):

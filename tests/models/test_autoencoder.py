@@ -10,7 +10,8 @@ from flax import nnx
 from climml.config import TrainConfig
 from climml.errors import ConfigError, DataError
 from climml.models import IOSpec, build
-from climml.models.autoencoder import AutoencoderConfig, aux_loss, error_map, kl_to_standard_normal
+from climml.models._aux_loss import aux_loss
+from climml.models.autoencoder import AutoencoderConfig, error_map, kl_to_standard_normal
 from climml.train.losses import make_loss
 from climml.train.steps import graphdefs, init_state, make_predict, make_train_step
 

@@ -105,3 +105,35 @@ def test_bad_training_settings_are_config_errors(override, field):
     with pytest.raises(ConfigError, match=field):
         build_optimizer(cfg, 10)
         make_loss(cfg)
+
+
+def test_train_step_adds_the_models_own_loss_terms():
+    from climml.models._aux_loss import AuxLoss
+
+    class Penalized(nnx.Module):
+        """A linear map that reports 0.5·|w|² as an auxiliary loss in its forward pass."""
+
+        def __init__(self, rngs):
+            self.lin = nnx.Linear(3, 1, rngs=rngs)
+            self.penalty = AuxLoss(jnp.zeros(()))
+
+        def __call__(self, x):
+            self.penalty.value = 0.5 * jnp.sum(jnp.square(self.lin.kernel.value))
+            return self.lin(x.reshape(x.shape[0], -1))
+
+    model = Penalized(nnx.Rngs(0))
+    cfg = _train_cfg(optimizer="sgd", momentum=0.0, lr=0.1)
+    tx = build_optimizer(cfg, 10)
+    state = init_state(model, tx)
+    batch = {
+        "x": jnp.ones((4, 3)),
+        "y": jnp.zeros((4, 1)),
+        "y_valid": jnp.ones((4, 1)),
+        "weight": jnp.ones(4),
+    }
+    step = make_train_step(graphdefs(model)[0], make_loss(cfg), tx)
+    _, loss = step(state, batch, jax.random.key(0))
+    w, b = model.lin.kernel.value, model.lin.bias.value
+    pred = jnp.ones((4, 3)) @ w + b
+    want = jnp.mean(jnp.square(pred)) + 0.5 * jnp.sum(jnp.square(w))
+    assert float(loss) == pytest.approx(float(want), rel=1e-5)
