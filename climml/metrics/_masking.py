@@ -32,14 +32,15 @@ def as_float(*arrays: ArrayLike) -> tuple[Array, ...]:
     return tuple(a.astype(dtype) for a in converted)
 
 
-def check_broadcast(**arrays: ArrayLike | None) -> tuple[int, ...]:
-    """Shape all named arrays broadcast to; ``DataError`` naming the first one that does not."""
+def check_broadcast(**arrays: ArrayLike | tuple[int, ...] | None) -> tuple[int, ...]:
+    """Shape all named arrays (or shape tuples) broadcast to; ``DataError`` naming the first
+    one that does not."""
     shape: tuple[int, ...] = ()
     first = None
     for name, array in arrays.items():
         if array is None:
             continue
-        array_shape = tuple(np.shape(array))
+        array_shape = array if isinstance(array, tuple) else tuple(np.shape(array))
         try:
             shape = np.broadcast_shapes(shape, array_shape)
         except ValueError:

@@ -38,21 +38,29 @@ def merge_exchange_pairs(n: int) -> tuple[tuple[int, int], ...]:
     return tuple(pairs)
 
 
-def sort_members(values: Array, weights: Array | None = None) -> tuple[Array, Array | None]:
-    """Sort along the leading (member) axis, carrying optional weights along.
+def sort_members(
+    values: list[Array], weights: list[Array] | None = None
+) -> tuple[list[Array], list[Array] | None]:
+    """Sort M member slices elementwise, carrying optional weights along.
+
+    Members are passed and returned as lists of equally shaped slices so that XLA can fuse
+    the whole network, and the reductions the caller writes over the list, into a single
+    loop over points (returning a stacked array instead forces every comparator's result
+    to memory: ~15x slower).
 
     Args:
-      values: ``(M, ...)`` array without NaN (callers map NaN to +inf first).
-      weights: ``(M, ...)`` array permuted together with ``values``, or None.
+      values: M arrays of one shape, without NaN (callers map NaN to +inf first).
+      weights: M arrays permuted together with ``values``, or None.
 
     Returns:
-      ``(sorted_values, permuted_weights)``, both ``(M, ...)``.
+      ``(sorted_values, permuted_weights)`` as lists of M arrays.
     """
-    m = values.shape[0]
+    m = len(values)
     if m > NETWORK_MAX:
         if weights is None:
-            return lax.sort(values, dimension=0), None
-        return tuple(lax.sort((values, weights), dimension=0, num_keys=1))
+            return list(lax.sort(jnp.stack(values), dimension=0)), None
+        ordered, carried = lax.sort((jnp.stack(values), jnp.stack(weights)), 0, num_keys=1)
+        return list(ordered), list(carried)
     rows = list(values)
     wrows = None if weights is None else list(weights)
     for i, j in merge_exchange_pairs(m):
@@ -62,4 +70,4 @@ def sort_members(values: Array, weights: Array | None = None) -> tuple[Array, Ar
             swap = a > b
             wa, wb = wrows[i], wrows[j]
             wrows[i], wrows[j] = jnp.where(swap, wb, wa), jnp.where(swap, wa, wb)
-    return jnp.stack(rows), None if wrows is None else jnp.stack(wrows)
+    return rows, wrows

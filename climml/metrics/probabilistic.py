@@ -69,67 +69,79 @@ def crps_ensemble(
       valid.
     """
     forecast, observed = as_float(forecast, observed)
-    members = _members_first(forecast, ensemble_axis)
-    check_broadcast(**{"forecast without members": members[0], "observed": observed})
-    shape = jnp.broadcast_shapes(members.shape[1:], observed.shape)
-    members = jnp.broadcast_to(members, members.shape[:1] + shape)
-    observed = jnp.broadcast_to(observed, shape)
-    # CRPS is shift invariant: working with x - y keeps float32 sums small for data with
-    # large means (e.g. temperature in kelvin).
-    anomaly = members - jnp.where(jnp.isnan(observed), 0, observed)
+    axis = _member_axis(forecast, ensemble_axis)
+    points = forecast.shape[:axis] + forecast.shape[axis + 1 :]
+    check_broadcast(**{"forecast without members": points, "observed": observed})
     if weights is None:
-        score = _crps_equal_weights(anomaly, fair)
-    else:
-        check_broadcast(forecast=forecast, weights=weights)
-        w = jnp.broadcast_to(jnp.asarray(weights).astype(forecast.dtype), forecast.shape)
-        w = jnp.broadcast_to(_members_first(w, ensemble_axis), anomaly.shape)
-        score = _crps_weighted(anomaly, w, fair)
-    return jnp.where(jnp.isnan(observed), jnp.nan, score)
+        return _crps_equal_weights(forecast, observed, axis, fair)
+    check_broadcast(forecast=forecast, weights=weights)
+    w = jnp.broadcast_to(jnp.asarray(weights).astype(forecast.dtype), forecast.shape)
+    return _crps_weighted(forecast, observed, w, axis, fair)
 
 
-def _members_first(x: Array, ensemble_axis: int) -> Array:
-    """Move the member axis to the front, with a clear error for a bad axis."""
-    if not -x.ndim <= ensemble_axis < x.ndim:
-        raise DataError(
-            expected("ensemble_axis", f"an axis of forecast (ndim {x.ndim})", ensemble_axis)
-        )
-    return jnp.moveaxis(x, ensemble_axis, 0)
+def _member_axis(forecast: Array, ensemble_axis: int) -> int:
+    """The member axis as a non-negative int, with a clear error for a bad axis."""
+    if not -forecast.ndim <= ensemble_axis < forecast.ndim:
+        want = f"an axis of forecast (ndim {forecast.ndim})"
+        raise DataError(expected("ensemble_axis", want, ensemble_axis))
+    return ensemble_axis % forecast.ndim
+
+
+def _anomalies(forecast: Array, observed: Array, axis: int) -> list[Array]:
+    """Member slices minus the observation (NaN observations count as 0 here).
+
+    CRPS is shift invariant: working with x - y keeps float32 sums small for data with
+    large means (e.g. temperature in kelvin).
+    """
+    y = jnp.where(jnp.isnan(observed), 0, observed)
+    return [
+        lax.index_in_dim(forecast, k, axis, keepdims=False) - y for k in range(forecast.shape[axis])
+    ]
 
 
 # The private kernels are jitted so that eager calls compile once per shape instead of once
-# per primitive (the sorting network alone is hundreds of them).
-@functools.partial(jax.jit, static_argnames="fair")
-def _crps_equal_weights(anomaly: Array, fair: bool) -> Array:
-    """CRPS of ``(M, ...)`` member anomalies x_i - y with equal weights over valid members."""
-    valid = ~jnp.isnan(anomaly)
-    count = jnp.sum(valid, axis=0).astype(anomaly.dtype)
+# per primitive (the sorting network alone is hundreds of them). They work on lists of
+# member slices and write every sum as a Python loop over members: XLA then fuses the
+# sort and the sums into one pass over the points (see ``_sorting``).
+@functools.partial(jax.jit, static_argnames=("axis", "fair"))
+def _crps_equal_weights(forecast: Array, observed: Array, axis: int, fair: bool) -> Array:
+    """Per-point CRPS with equal weights over the valid members along ``axis``."""
+    members = _anomalies(forecast, observed, axis)
+    count = sum((~jnp.isnan(x)).astype(forecast.dtype) for x in members)
     # NaN members become +inf so that they sort last; only the first `count` are used.
-    ordered, _ = sort_members(jnp.where(valid, anomaly, jnp.inf))
-    rank = jnp.arange(anomaly.shape[0], dtype=anomaly.dtype)
-    rank = rank.reshape((-1,) + (1,) * (anomaly.ndim - 1))
-    used = rank < count
-    ordered = jnp.where(used, ordered, 0)
-    skill = jnp.sum(jnp.abs(ordered), axis=0)  # Σ |x_i - y|
-    spread = jnp.sum(ordered * (2 * rank - count + 1), axis=0)  # ½ Σ_ij |x_i - x_j|
+    ordered, _ = sort_members([jnp.where(jnp.isnan(x), jnp.inf, x) for x in members])
+    skill = spread = jnp.zeros((), forecast.dtype)
+    for rank, x in enumerate(ordered):
+        x = jnp.where(rank < count, x, 0)
+        skill = skill + jnp.abs(x)  # Σ |x_i - y|
+        spread = spread + x * (2 * rank - count + 1)  # ½ Σ_ij |x_i - x_j|
     pairs = count * (count - 1) if fair else count * count
-    return ratio(skill, count) - ratio(spread, pairs)
+    score = ratio(skill, count) - ratio(spread, pairs)
+    return jnp.where(jnp.isnan(observed), jnp.nan, score)
 
 
-@functools.partial(jax.jit, static_argnames="fair")
-def _crps_weighted(anomaly: Array, weights: Array, fair: bool) -> Array:
-    """CRPS of ``(M, ...)`` member anomalies with member weights (normalised per point)."""
-    valid = ~jnp.isnan(anomaly) & ~jnp.isnan(weights)
-    w = jnp.where(valid, weights, 0)
-    w = ratio(w, jnp.sum(w, axis=0))
-    ordered, w = sort_members(jnp.where(valid, anomaly, jnp.inf), w)
-    ordered = jnp.where(w > 0, ordered, 0)
-    below = jnp.cumsum(w, axis=0) - w
-    above = 1 - below - w
-    skill = jnp.sum(w * jnp.abs(ordered), axis=0)
-    spread = jnp.sum(w * ordered * (below - above), axis=0)
+@functools.partial(jax.jit, static_argnames=("axis", "fair"))
+def _crps_weighted(forecast: Array, observed: Array, weights: Array, axis: int, fair: bool):
+    """Per-point CRPS with member weights along ``axis`` (normalised per point)."""
+    members = _anomalies(forecast, observed, axis)
+    w = [lax.index_in_dim(weights, k, axis, keepdims=False) for k in range(len(members))]
+    w = [jnp.where(jnp.isnan(x) | jnp.isnan(wk), 0, wk) for x, wk in zip(members, w, strict=True)]
+    total = sum(w)
+    w = [ratio(wk, total) for wk in w]
+    ordered, w = sort_members(
+        [jnp.where(wk > 0, x, jnp.inf) for x, wk in zip(members, w, strict=True)], w
+    )
+    skill = spread = squares = below = jnp.zeros((), forecast.dtype)
+    for x, wi in zip(ordered, w, strict=True):
+        x = jnp.where(wi > 0, x, 0)
+        above = 1 - below - wi
+        skill = skill + wi * jnp.abs(x)
+        spread = spread + wi * x * (below - above)
+        squares = squares + wi * wi
+        below = below + wi
     if fair:
-        spread = ratio(spread, 1 - jnp.sum(w * w, axis=0))
-    return skill - spread
+        spread = ratio(spread, 1 - squares)
+    return jnp.where(jnp.isnan(observed), jnp.nan, skill - spread)
 
 
 def crps_gaussian(mu: ArrayLike, sigma: ArrayLike, observed: ArrayLike) -> Array:
@@ -188,7 +200,7 @@ def pooled_crps(
         if not isinstance(value, int) or value < 1:
             raise ConfigError(expected(name, "a positive int", value))
     forecast, observed = as_float(forecast, observed)
-    members = _members_first(forecast, ensemble_axis)
+    members = jnp.moveaxis(forecast, _member_axis(forecast, ensemble_axis), 0)
     if observed.ndim < 2 or min(observed.shape[-2:]) < scale:
         want = f"(..., H, W) with H, W >= {scale}"
         raise DataError(expected("observed.shape", want, observed.shape))
