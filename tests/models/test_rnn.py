@@ -72,13 +72,8 @@ def _cell_inputs(gates, seed=0):
 def test_lstm_cell_matches_textbook_numpy():
     x, h, c, (w_in, w_rec, b_in, b_rec) = _cell_inputs(4)
     want_h, want_c = _numpy_lstm_step(x, h, c, w_in, w_rec, b_in, b_rec)
-    xw = jnp.asarray(x @ w_in + b_in, jnp.float32)
-    (got_h, got_c), out = lstm_cell(
-        (jnp.asarray(h, jnp.float32), jnp.asarray(c, jnp.float32)),
-        xw,
-        jnp.asarray(w_rec, jnp.float32),
-        jnp.asarray(b_rec, jnp.float32),
-    )
+    f32 = lambda a: jnp.asarray(a, jnp.float32)  # noqa: E731
+    (got_h, got_c), out = lstm_cell((f32(h), f32(c)), f32(x @ w_in + b_in), f32(h @ w_rec + b_rec))
     np.testing.assert_allclose(got_h, want_h, atol=1e-5)
     np.testing.assert_allclose(got_c, want_c, atol=1e-5)
     np.testing.assert_array_equal(out, got_h)
@@ -88,7 +83,7 @@ def test_gru_cell_matches_textbook_numpy():
     x, h, _, (w_in, w_rec, b_in, b_rec) = _cell_inputs(3)
     want = _numpy_gru_step(x, h, w_in, w_rec, b_in, b_rec)
     f32 = lambda a: jnp.asarray(a, jnp.float32)  # noqa: E731
-    (got,), _ = gru_cell((f32(h),), f32(x @ w_in + b_in), f32(w_rec), f32(b_rec))
+    (got,), _ = gru_cell((f32(h),), f32(x @ w_in + b_in), f32(h @ w_rec + b_rec))
     np.testing.assert_allclose(got, want, atol=1e-5)
 
 
@@ -96,25 +91,65 @@ def test_rnn_cell_matches_textbook_numpy():
     x, h, _, (w_in, w_rec, b_in, b_rec) = _cell_inputs(1)
     want = np.tanh(x @ w_in + b_in + h @ w_rec + b_rec)
     f32 = lambda a: jnp.asarray(a, jnp.float32)  # noqa: E731
-    (got,), _ = rnn_cell((f32(h),), f32(x @ w_in + b_in), f32(w_rec), f32(b_rec))
+    (got,), _ = rnn_cell((f32(h),), f32(x @ w_in + b_in), f32(h @ w_rec + b_rec))
     np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def _loop_reference(cell, xw, b_in, w_rec, b_rec, mask, reverse):
+    """The recurrence as a plain Python loop over the cell: ``(outputs (T, B, H), last_h)``."""
+    kind = CELLS[cell]
+    carry = (jnp.zeros((xw.shape[1], w_rec.shape[0])),) * kind.carries
+    outputs = {}
+    for t in range(T - 1, -1, -1) if reverse else range(T):
+        new, out = kind.step(carry, xw[t] + b_in, carry[0] @ w_rec + b_rec)
+        if mask is not None:
+            new = tuple(jnp.where(mask[t], n, o) for n, o in zip(new, carry, strict=True))
+            out = jnp.where(mask[t], out, 0.0)
+        carry, outputs[t] = new, out
+    return jnp.stack([outputs[t] for t in range(T)]), carry[0]
+
+
+def _scan_inputs(cell, masked):
+    gates = CELLS[cell].gates
+    keys = jax.random.split(jax.random.key(1), 4)
+    xw = jax.random.normal(keys[0], (T, B, gates * H))
+    b_in = jax.random.normal(keys[1], (gates * H,))
+    w_rec = jax.random.normal(keys[2], (H, gates * H)) * 0.5
+    b_rec = jax.random.normal(keys[3], (gates * H,))
+    mask = (jnp.arange(T)[:, None] < jnp.array([T, 4, 1])[None, :])[..., None] if masked else None
+    return (xw, b_in, w_rec, b_rec), mask
 
 
 @pytest.mark.parametrize("cell", sorted(CELLS))
 @pytest.mark.parametrize("reverse", [False, True])
 def test_scan_equals_python_loop(cell, reverse):
-    gates = CELLS[cell].gates
-    _, w_rec, _, b_rec = (jnp.asarray(w, jnp.float32) for w in _weights(gates))
-    xw = jax.random.normal(jax.random.key(1), (T, B, gates * H))
-    ys, last = scan_cell(cell, xw, w_rec, b_rec, reverse=reverse)
+    args, _ = _scan_inputs(cell, masked=False)
+    ys, last = scan_cell(cell, *args, reverse=reverse)
+    want_ys, want_last = _loop_reference(cell, *args, None, reverse)
+    np.testing.assert_allclose(ys, want_ys, atol=1e-6)
+    np.testing.assert_allclose(last, want_last, atol=1e-6)
 
-    carry = (jnp.zeros((B, H)),) * CELLS[cell].carries
-    order = range(T - 1, -1, -1) if reverse else range(T)
-    loop = {}
-    for t in order:
-        carry, loop[t] = CELLS[cell].step(carry, xw[t], w_rec, b_rec)
-    np.testing.assert_allclose(ys, jnp.stack([loop[t] for t in range(T)]), atol=1e-6)
-    np.testing.assert_allclose(last, carry[0], atol=1e-6)
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
+@pytest.mark.parametrize(("reverse", "masked"), [(False, False), (True, True)])
+def test_custom_vjp_equals_autodiff_of_the_loop(cell, reverse, masked):
+    args, mask = _scan_inputs(cell, masked)
+
+    def loss(run):
+        def value(*args):
+            ys, last = run(*args)
+            return jnp.sum(jnp.sin(ys)) + jnp.sum(last**2)  # cotangents on both outputs
+
+        return value
+
+    ours = jax.grad(
+        loss(lambda *a: scan_cell(cell, *a, mask, reverse=reverse)), argnums=(0, 1, 2, 3)
+    )
+    want = jax.grad(loss(lambda *a: _loop_reference(cell, *a, mask, reverse)), argnums=(0, 1, 2, 3))
+    for got, ref, name in zip(
+        ours(*args), want(*args), ["xw", "b_in", "w_rec", "b_rec"], strict=True
+    ):
+        np.testing.assert_allclose(got, ref, atol=1e-5, err_msg=name)
 
 
 def test_unroll_does_not_change_results():
