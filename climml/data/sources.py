@@ -12,6 +12,8 @@ import xarray as xr
 from climml.data import synthetic
 from climml.data.open import open_dataset
 from climml.data.real.hadisst import hadisst_ice
+from climml.data.real.nino import nino12
+from climml.data.real.seattle import seattle_weather
 from climml.errors import ConfigError, DataError, expected
 
 # One line per built-in source; keyword arguments come from the config's data.source_args.
@@ -19,6 +21,8 @@ SOURCES: dict[str, Callable[..., xr.Dataset]] = {
     "synthetic.enso": synthetic.enso,
     "synthetic.extreme_weather": synthetic.extreme_weather,
     "real.hadisst_ice": hadisst_ice,
+    "real.nino12": nino12,
+    "real.seattle_weather": seattle_weather,
 }
 
 
