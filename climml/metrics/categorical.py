@@ -30,9 +30,9 @@ from climml.metrics._masking import (
     Axis,
     as_float,
     check_broadcast,
-    normalize_axis,
     point_weights,
     ratio,
+    sum_together,
     valid_mask,
 )
 
@@ -144,20 +144,25 @@ def contingency(
         raise DataError(expected("threshold", "a scalar or 1-D array", f"shape {threshold.shape}"))
     valid = valid_mask(forecast, observed)
     w = point_weights(valid, weights, jnp.int32 if weights is None else forecast.dtype)
+    (total,) = sum_together([w], axis)
+    compare = COMPARISONS[op]
 
     def table(t: Array) -> Contingency:
-        compare = COMPARISONS[op]
         f_event, o_event = compare(forecast, t), compare(observed, t)
-        ax = normalize_axis(axis)
-
-        def total(mask: Array) -> Array:
-            return jnp.sum(jnp.where(mask, w, 0), axis=ax)
-
+        # Three sums in one pass; the other cells follow from the margins.
+        hits, f_events, o_events = sum_together(
+            [
+                jnp.where(f_event & o_event, w, 0),
+                jnp.where(f_event, w, 0),
+                jnp.where(o_event, w, 0),
+            ],
+            axis,
+        )
         return Contingency(
-            hits=total(f_event & o_event),
-            misses=total(~f_event & o_event),
-            false_alarms=total(f_event & ~o_event),
-            correct_negatives=total(~f_event & ~o_event),
+            hits=hits,
+            misses=o_events - hits,
+            false_alarms=f_events - hits,
+            correct_negatives=total - f_events - o_events + hits,
         )
 
     return jax.vmap(table)(threshold) if threshold.ndim == 1 else table(threshold)

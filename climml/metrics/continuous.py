@@ -21,9 +21,9 @@ from climml.metrics._masking import (
     Axis,
     as_float,
     check_broadcast,
-    normalize_axis,
     point_weights,
     ratio,
+    sum_together,
     valid_mask,
     zero_where_invalid,
 )
@@ -78,13 +78,7 @@ def error_sums(
     valid = valid_mask(forecast, observed)
     w = point_weights(valid, weights, forecast.dtype)
     e = zero_where_invalid(forecast - observed, valid)
-    ax = normalize_axis(axis)
-    return ErrorSums(
-        weight=jnp.sum(w, axis=ax),
-        error=jnp.sum(w * e, axis=ax),
-        abs_error=jnp.sum(w * jnp.abs(e), axis=ax),
-        squared_error=jnp.sum(w * e * e, axis=ax),
-    )
+    return ErrorSums(*sum_together([w, w * e, w * jnp.abs(e), w * e * e], axis))
 
 
 def rmse(forecast: ArrayLike, observed: ArrayLike, axis: Axis = None, weights=None) -> Array:
@@ -160,23 +154,23 @@ def comoments(x: ArrayLike, y: ArrayLike, axis: Axis = None, weights=None) -> Co
     valid = valid_mask(x, y)
     w = point_weights(valid, weights, x.dtype)
     x, y = zero_where_invalid(x, valid), zero_where_invalid(y, valid)
-    ax = normalize_axis(axis)
-    weight = jnp.sum(w, axis=ax, keepdims=True)
-    mean_x = jnp.where(weight == 0, 0, ratio(jnp.sum(w * x, axis=ax, keepdims=True), weight))
-    mean_y = jnp.where(weight == 0, 0, ratio(jnp.sum(w * y, axis=ax, keepdims=True), weight))
-    dx, dy = x - mean_x, y - mean_y
+    weight, sum_x, sum_y = sum_together([w, w * x, w * y], axis)
+    empty = weight == 0
+    mean_x = jnp.where(empty, 0, ratio(sum_x, weight))
+    mean_y = jnp.where(empty, 0, ratio(sum_y, weight))
+    # Second pass about the chunk means, re-expanded over the reduced axes.
+    dx = x - _keep_reduced(mean_x, w.ndim, axis)
+    dy = y - _keep_reduced(mean_y, w.ndim, axis)
+    m2_x, m2_y, c_xy = sum_together([w * dx * dx, w * dy * dy, w * dx * dy], axis)
+    return Comoments(weight, mean_x, mean_y, m2_x, m2_y, c_xy)
 
-    def drop(a: Array) -> Array:
-        return jnp.squeeze(a, axis=ax) if ax is not None else a.reshape(())
 
-    return Comoments(
-        weight=drop(weight),
-        mean_x=drop(mean_x),
-        mean_y=drop(mean_y),
-        m2_x=jnp.sum(w * dx * dx, axis=ax),
-        m2_y=jnp.sum(w * dy * dy, axis=ax),
-        c_xy=jnp.sum(w * dx * dy, axis=ax),
-    )
+def _keep_reduced(reduced: Array, ndim: int, axis: Axis) -> Array:
+    """Re-insert the reduced axes as size-1 axes (what ``keepdims=True`` would give)."""
+    if axis is None:
+        return reduced.reshape((1,) * ndim)
+    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    return jnp.expand_dims(reduced, tuple(sorted({a % ndim for a in axes})))
 
 
 def correlation(forecast: ArrayLike, observed: ArrayLike, axis: Axis = None, weights=None) -> Array:

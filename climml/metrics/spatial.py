@@ -23,7 +23,13 @@ from jax import Array
 from jax.typing import ArrayLike
 
 from climml.errors import ConfigError, DataError, expected
-from climml.metrics._masking import Axis, as_float, check_broadcast, normalize_axis, ratio
+from climml.metrics._masking import (
+    Axis,
+    as_float,
+    check_broadcast,
+    ratio,
+    sum_together,
+)
 from climml.metrics.categorical import COMPARISONS
 
 
@@ -98,8 +104,8 @@ def fss_sums(
     forecast, observed, threshold = as_float(forecast, observed, threshold)
     forecast, observed = jnp.broadcast_to(forecast, shape), jnp.broadcast_to(observed, shape)
     lead = len(shape) - 2
-    pooled = tuple(range(lead)) if axis is None else normalize_axis(axis)
-    pooled = (pooled,) if isinstance(pooled, int) else pooled
+    pooled = tuple(range(lead)) if axis is None else axis
+    pooled = (pooled,) if isinstance(pooled, int) else tuple(pooled)
     pooled = tuple(sorted(a % lead for a in pooled)) + (lead, lead + 1)
     return _fss_statistics(forecast, observed, threshold, window, op, pooled)
 
@@ -116,11 +122,7 @@ def _fss_statistics(forecast, observed, threshold, window: int, op: str, pooled)
             return jnp.where(valid, neighbourhood_fraction(events, window, field.dtype), 0)
 
         p_f, p_o = fraction(forecast), fraction(observed)
-        return FssSums(
-            squared_difference=jnp.sum((p_f - p_o) ** 2, axis=pooled),
-            forecast_squares=jnp.sum(p_f**2, axis=pooled),
-            observed_squares=jnp.sum(p_o**2, axis=pooled),
-        )
+        return FssSums(*sum_together([(p_f - p_o) ** 2, p_f**2, p_o**2], pooled))
 
     return jax.vmap(sums)(threshold) if threshold.ndim == 1 else sums(threshold)
 

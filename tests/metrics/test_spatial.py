@@ -57,8 +57,8 @@ def test_thresholds_vmap_and_pooled_sums_accumulate(fields):
     many = cm.fss(f, o, thresholds, 3)
     np.testing.assert_allclose(many, [cm.fss(f, o, t, 3) for t in thresholds], rtol=1e-6)
     per_field = [cm.fss_sums(f[i], o[i], 1.0, 3) for i in range(3)]
-    pooled = functools.reduce(operator.add, per_field)
-    np.testing.assert_allclose(pooled.fss(), cm.fss(f, o, 1.0, 3), rtol=1e-6)
+    pooled = functools.reduce(operator.add, per_field)  # float32 sums in another order
+    np.testing.assert_allclose(pooled.fss(), cm.fss(f, o, 1.0, 3), rtol=1e-5)
     jitted = jax.jit(cm.fss, static_argnames=("window", "op", "axis"))
     np.testing.assert_allclose(jitted(f, o, 1.0, window=3), cm.fss(f, o, 1.0, 3), rtol=1e-6)
 
