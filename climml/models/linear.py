@@ -1,4 +1,4 @@
-"""Reference forecasts that every model must beat: persistence and climatology.
+"""Reference forecasts that every model must beat: persistence, climatology and AR(p).
 
 They share one predict interface with trained models (see ``climml.predictors``):
 ``fit(loader) -> self`` on the training split, then ``predict(batch) -> (B, L, *target_spatial)``
@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from climml.errors import ConfigError, expected
+from climml.errors import ConfigError, DataError, expected
 from climml.models.registry import IOSpec
 
 if TYPE_CHECKING:
@@ -51,9 +51,63 @@ class Climatology:
         return np.zeros((np.shape(batch.y)[0], *self.output_shape), np.float32)
 
 
+class AutoRegressive:
+    """AR(p) per target point, fitted in closed form by least squares on the training split.
+
+    Direct multi-lead: lead ``l`` has its own coefficients, regressing ``y[t + l]`` on an
+    intercept and the last ``p`` values ``y[t], ..., y[t - p + 1]`` of the target history (no
+    iterating a one-step model, so errors do not compound). ``p`` defaults to the input window
+    (``spec.input_shape[0]``). Fitting accumulates the normal equations over batches (padding
+    rows and invalid targets weigh nothing) and solves them once with a pseudo-inverse, so a
+    point without training data (e.g. land) forecasts 0, the climatology.
+    """
+
+    name = "ar"
+
+    def __init__(self, spec: IOSpec, leads: Sequence[int], order: int | None = None):
+        steps = spec.input_shape[0]
+        self.order = steps if order is None else order
+        if not isinstance(self.order, int) or not 1 <= self.order <= steps:
+            raise ConfigError(expected("AutoRegressive.order", f"an int in [1, {steps}]", order))
+        self.num_leads = len(leads)
+        self.coef: np.ndarray | None = None  # (S, L, p + 1): intercept, then lags 0..p-1
+
+    def _features(self, batch: Batch) -> np.ndarray:
+        """``(B, S, p + 1)``: a 1, then the last ``p`` target values, most recent first."""
+        history = np.asarray(batch.target_history, np.float64)
+        history = history.reshape(history.shape[0], history.shape[1], -1)  # (B, T, S)
+        lags = history[:, ::-1][:, : self.order]  # (B, p, S)
+        ones = np.ones_like(lags[:, :1])
+        return np.concatenate([ones, lags], axis=1).transpose(0, 2, 1)
+
+    def fit(self, batches: Iterable[Batch]) -> AutoRegressive:
+        gram = rhs = None
+        for batch in batches:
+            x = self._features(batch)  # (B, S, P)
+            y = np.asarray(batch.y, np.float64).reshape(x.shape[0], self.num_leads, -1)
+            w = np.asarray(batch.y_valid, np.float64).reshape(y.shape)
+            w = w * np.asarray(batch.weight, np.float64)[:, None, None]  # (B, L, S)
+            g = np.einsum("bls,bsp,bsq->slpq", w, x, x)
+            r = np.einsum("bls,bsp,bls->slp", w, x, y)
+            gram, rhs = (g, r) if gram is None else (gram + g, rhs + r)
+        if gram is None:
+            raise DataError(expected("ar training batches", "at least one batch", "none"))
+        self.coef = np.einsum("slpq,slq->slp", np.linalg.pinv(gram), rhs)
+        return self
+
+    def predict(self, batch: Batch) -> np.ndarray:
+        if self.coef is None:
+            raise RuntimeError("AutoRegressive.predict: call fit() on training batches first")
+        x = self._features(batch)
+        forecast = np.einsum("bsp,slp->bls", x, self.coef)
+        shape = np.shape(batch.y)
+        return forecast.reshape(shape).astype(np.float32)
+
+
 BASELINES: dict[str, Callable[[IOSpec, Sequence[int]], object]] = {
     "persistence": Persistence,
     "climatology": Climatology,
+    "ar": AutoRegressive,
 }
 
 

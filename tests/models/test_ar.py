@@ -1,0 +1,131 @@
+"""AR(p) baseline: closed-form least squares, direct multi-lead, per target point."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+from statsmodels.tsa.ar_model import AutoReg
+
+from climml.data import Normalizer, WindowLoader, split_anchors
+from climml.data.real import nino12
+from climml.errors import ConfigError
+from climml.models.linear import BASELINES, AutoRegressive, Persistence
+
+N = 400  # months of synthetic series
+
+
+def _ar2_series(n: int, seed: int) -> np.ndarray:
+    """x_t = 0.3 + 0.6 x_{t-1} - 0.2 x_{t-2} + noise (a stationary AR(2))."""
+    rng = np.random.default_rng(seed)
+    x = np.zeros(n)
+    for t in range(2, n):
+        x[t] = 0.3 + 0.6 * x[t - 1] - 0.2 * x[t - 2] + rng.normal()
+    return x
+
+
+def _dataset(values: np.ndarray) -> xr.Dataset:
+    time = pd.date_range("1900-01-01", periods=values.shape[0], freq="MS")
+    dims = ("time", "lat", "lon")[: values.ndim]
+    return xr.Dataset({"y": (dims, values)}, coords={"time": time})
+
+
+def _loader(ds, steps, leads, batch_size=64):
+    anchors = np.arange(steps - 1, ds.sizes["time"] - max(leads))
+    return WindowLoader(
+        ds, inputs=["y"], target="y", input_steps=steps, leads=leads, anchors=anchors,
+        batch_size=batch_size, prefetch=0,
+    )  # fmt: skip
+
+
+def _lagged(x: np.ndarray, order: int, lead: int, max_lead: int | None = None):
+    """Design (1, x_t, ..., x_{t-p+1}) and targets x_{t+lead} for anchors t with a full window
+    (the loader's anchors stop ``max_lead`` steps before the end)."""
+    rows = range(order - 1, x.shape[0] - (max_lead or lead))
+    design = np.array([[1.0, *x[t - order + 1 : t + 1][::-1]] for t in rows])
+    return design, np.array([x[t + lead] for t in rows])
+
+
+def test_lead_one_equals_statsmodels_autoreg():
+    x = _ar2_series(N, seed=0)
+    loader = _loader(_dataset(x), steps=2, leads=[1])
+    ar = AutoRegressive(loader.spec, [1]).fit(loader)
+    want = AutoReg(x, lags=2, trend="c").fit().params  # const, lag 1, lag 2
+    np.testing.assert_allclose(ar.coef[0, 0], want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(want[1:], [0.6, -0.2], atol=0.1)  # and it recovers the process
+
+
+def test_direct_multi_lead_equals_least_squares_per_lead():
+    x = _ar2_series(N, seed=1).astype(np.float32)
+    leads = [1, 3, 6]
+    loader = _loader(_dataset(x), steps=4, leads=leads, batch_size=50)  # padded last batch
+    ar = AutoRegressive(loader.spec, leads, order=3).fit(loader)
+    for i, lead in enumerate(leads):
+        design, target = _lagged(x.astype(np.float64), 4, lead, max(leads))
+        design = design[:, :4]  # intercept + 3 lags; samples still need 4 steps of history
+        want, *_ = np.linalg.lstsq(design, target, rcond=None)
+        np.testing.assert_allclose(ar.coef[0, i], want, rtol=1e-4, atol=1e-5, err_msg=f"{lead=}")
+    batch = next(iter(loader))
+    forecast = ar.predict(batch)
+    assert forecast.shape == (50, 3) and forecast.dtype == np.float32
+
+
+def test_missing_targets_are_left_out_of_the_fit():
+    x = _ar2_series(N, seed=2)
+    gappy = x.copy()
+    gappy[100:140] = np.nan  # NaN targets have y_valid 0; their history reads as 0
+    loader = _loader(_dataset(gappy), steps=2, leads=[1])
+    ar = AutoRegressive(loader.spec, [1]).fit(loader)
+    design, target = _lagged(np.nan_to_num(gappy), 2, 1)
+    keep = np.isfinite(gappy[2:])  # target of row k is x[k + 2]
+    want, *_ = np.linalg.lstsq(design[keep], target[keep], rcond=None)
+    np.testing.assert_allclose(ar.coef[0, 0], want, rtol=1e-5, atol=1e-6)
+
+
+def test_gridded_target_gets_coefficients_per_point():
+    series = [_ar2_series(N, seed=s) for s in range(3)]
+    field = np.stack([np.stack(series[:2], -1), np.stack([series[2], np.full(N, np.nan)], -1)], 1)
+    loader = _loader(_dataset(field), steps=2, leads=[2])  # field: (time, lat=2, lon=2)
+    ar = AutoRegressive(loader.spec, [2]).fit(loader)
+    for point, x in zip([0, 1, 2], series, strict=True):
+        want, *_ = np.linalg.lstsq(*_lagged(x, 2, 2), rcond=None)
+        np.testing.assert_allclose(ar.coef[point, 0], want, rtol=1e-5, atol=1e-6)
+    forecast = ar.predict(next(iter(loader)))
+    assert forecast.shape == (64, 1, 2, 2)
+    np.testing.assert_array_equal(forecast[:, 0, 1, 1], 0.0)  # no data there: climatology
+
+
+def test_registered_and_checked():
+    assert BASELINES["ar"] is AutoRegressive
+    loader = _loader(_dataset(_ar2_series(50, seed=3)), steps=3, leads=[1])
+    with pytest.raises(ConfigError, match="AutoRegressive.order"):
+        AutoRegressive(loader.spec, [1], order=4)
+    with pytest.raises(RuntimeError, match="fit"):
+        AutoRegressive(loader.spec, [1]).predict(next(iter(loader)))
+
+
+def test_ar_beats_persistence_on_nino12_in_the_2000s():
+    """AR(12) fitted on 1950-1990 vs persistence at a 3-month lead, targets in 2001-2010."""
+    ds = nino12()
+    splits = {"train": ("1950-01", "1990-12"), "test": ("2001-01", "2010-12")}
+    anchors = split_anchors(ds.indexes["time"], splits, input_steps=12, max_lead=3)
+    norm = Normalizer.fit(ds, variables=["nino12_anom"], time_range=splits["train"])
+    scaled = norm.apply(ds[["nino12_anom"]])
+
+    def loader(split):
+        return WindowLoader(
+            scaled, inputs=["nino12_anom"], target="nino12_anom", input_steps=12, leads=[3],
+            anchors=anchors[split], batch_size=64, prefetch=0,
+        )  # fmt: skip
+
+    ar = AutoRegressive(loader("train").spec, [3]).fit(loader("train"))
+    persistence = Persistence(loader("train").spec, [3])
+    batches = list(loader("test"))
+    keep = np.concatenate([b.weight for b in batches]) > 0
+    observed = np.concatenate([b.y[:, 0] for b in batches])[keep]
+    scores = {}
+    for name, model in [("ar", ar), ("persistence", persistence)]:
+        forecast = np.concatenate([model.predict(b)[:, 0] for b in batches])[keep]
+        rmse = np.sqrt(np.mean((forecast - observed) ** 2))
+        scores[name] = (rmse, np.corrcoef(forecast, observed)[0, 1])
+    assert scores["ar"][0] < 0.95 * scores["persistence"][0]
+    assert scores["ar"][1] > scores["persistence"][1]
