@@ -59,7 +59,9 @@ class AutoRegressive:
     iterating a one-step model, so errors do not compound). ``p`` defaults to the input window
     (``spec.input_shape[0]``). Fitting accumulates the normal equations over batches (padding
     rows and invalid targets weigh nothing) and solves them once with a pseudo-inverse, so a
-    point without training data (e.g. land) forecasts 0, the climatology.
+    point without training data (e.g. land) forecasts 0, the climatology. A missing value in the
+    history enters as 0 too (the loader fills NaN with 0, the climatological mean in normalized
+    units).
     """
 
     name = "ar"
