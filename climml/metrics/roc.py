@@ -152,11 +152,12 @@ def _packed_mann_whitney(
 ) -> tuple[Array, Array, Array]:
     """``(2U, n_pos, n_neg)`` over the ``valid`` samples, whose keys all share ``bit``.
 
-    The shared bit is cut out and the label appended as the lowest bit, so one sort of
-    ``(value, label)`` puts negatives first inside tie groups: the k-th positive, at sorted
-    index i_k, has ``i_k - k`` negatives at or below its value. Sorting ``(value, 1 - label)``
-    counts the negatives strictly below; 2U is the sum of both counts over positives.
-    Index sums are exact in int32 while n (n - 1) < 2**31; beyond that float is used.
+    The shared bit is cut out and the label appended as the lowest bit, so one sort of the
+    packed keys orders samples by value with negatives first inside tie groups: the k-th
+    positive, at sorted index i_k, has ``i_k - k`` negatives at or below its value. Ties
+    between classes must count one half, so the number T of tied (positive, negative) pairs
+    is subtracted once: ``2U = 2 Σ (i_k - k) - T``. Integer sums are exact in int32 while
+    n (n - 1) < 2**31; beyond that floats are used.
     """
     n = key.shape[0]
     bit = jnp.asarray(bit, key.dtype)
@@ -164,16 +165,29 @@ def _packed_mann_whitney(
     low = key & ((one << bit) - 1)
     high = lax.shift_right_logical(key, bit + 1) << bit  # a shift by the width gives 0
     packed = ((high | low) << 1) | positive.astype(key.dtype)
-    ties_neg_first = lax.sort(jnp.where(valid, packed, ones))  # masked samples sort last
-    ties_pos_first = lax.sort(jnp.where(valid, packed ^ 1, ones))
+    ordered = lax.sort(jnp.where(valid, packed, ones))  # masked samples sort last
     total = jnp.int32 if n <= 46340 else (jnp.float64 if key.dtype == jnp.uint64 else jnp.float32)
-    index = jnp.arange(n, dtype=total)
-    in_sample = jnp.arange(n) < jnp.sum(valid)
-    n_pos = jnp.sum(positive & valid).astype(total)
-    n_neg = jnp.sum(~positive & valid).astype(total)
-    at_or_below = jnp.sum(jnp.where(((ties_neg_first & 1) == 1) & in_sample, index, 0))
-    below = jnp.sum(jnp.where(((ties_pos_first & 1) == 0) & in_sample, index, 0))
-    return at_or_below + below - n_pos * (n_pos - 1), n_pos, n_neg
+    index = jnp.arange(n, dtype=jnp.int32)
+    is_pos = ((ordered & 1) == 1) & (index < jnp.sum(valid))
+    n_pos = jnp.sum(is_pos).astype(total)
+    n_neg = jnp.sum(valid).astype(total) - n_pos
+    at_or_below = jnp.sum(jnp.where(is_pos, index.astype(total), 0)) - n_pos * (n_pos - 1) // 2
+    return 2 * at_or_below - _tied_pairs(ordered, is_pos).astype(total), n_pos, n_neg
+
+
+def _tied_pairs(ordered: Array, is_pos: Array) -> Array:
+    """Number of (positive, negative) pairs with equal scores in a sorted packed array.
+
+    A tie group of value v holds a run of negatives (key 2v) right before a run of positives
+    (key 2v + 1). Every positive adds the length of the negative run in front of its own run.
+    """
+    index = jnp.arange(ordered.shape[0], dtype=jnp.int32)
+    starts = jnp.concatenate([jnp.array([True]), ordered[1:] != ordered[:-1]])
+    run_start = lax.cummax(jnp.where(starts, index, 0))  # start of each run of equal keys
+    before = jnp.maximum(run_start - 1, 0)  # last element before the run
+    tied = (run_start > 0) & (ordered[before] == ordered - 1)  # a negative of the same value
+    negatives = run_start - run_start[before]
+    return jnp.sum(jnp.where(is_pos & tied, negatives, 0))
 
 
 def _auc_from(twice_u: Array, n_pos: Array, n_neg: Array) -> Array:
