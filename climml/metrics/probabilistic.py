@@ -27,7 +27,7 @@ from jax.typing import ArrayLike
 
 from climml.errors import ConfigError, DataError, expected
 from climml.metrics._masking import Axis, as_float, check_broadcast, ratio
-from climml.metrics._sorting import sort_members
+from climml.metrics._sorting import NETWORK_MAX, sort_members
 from climml.metrics.continuous import error_sums
 
 
@@ -72,11 +72,15 @@ def crps_ensemble(
     axis = _member_axis(forecast, ensemble_axis)
     points = forecast.shape[:axis] + forecast.shape[axis + 1 :]
     check_broadcast(**{"forecast without members": points, "observed": observed})
+    # Small ensembles: a fused sorting network over member slices. Large ones: one array sort
+    # (unrolling thousands of member slices would make the compiled program explode).
+    large = forecast.shape[axis] > NETWORK_MAX
     if weights is None:
-        return _crps_equal_weights(forecast, observed, axis, fair)
+        kernel = _crps_equal_weights_sorted if large else _crps_equal_weights
+        return kernel(forecast, observed, axis, fair)
     check_broadcast(forecast=forecast, weights=weights)
     w = jnp.broadcast_to(jnp.asarray(weights).astype(forecast.dtype), forecast.shape)
-    return _crps_weighted(forecast, observed, w, axis, fair)
+    return (_crps_weighted_sorted if large else _crps_weighted)(forecast, observed, w, axis, fair)
 
 
 def _member_axis(forecast: Array, ensemble_axis: int) -> int:
@@ -141,6 +145,44 @@ def _crps_weighted(forecast: Array, observed: Array, weights: Array, axis: int, 
         below = below + wi
     if fair:
         spread = ratio(spread, 1 - squares)
+    return jnp.where(jnp.isnan(observed), jnp.nan, skill - spread)
+
+
+def _sorted_anomalies(forecast: Array, observed: Array, axis: int) -> Array:
+    """Members minus the observation, members moved to the last axis (NaN observation → 0)."""
+    y = jnp.where(jnp.isnan(observed), 0, observed)
+    return jnp.moveaxis(forecast, axis, -1) - y[..., None]
+
+
+@functools.partial(jax.jit, static_argnames=("axis", "fair"))
+def _crps_equal_weights_sorted(forecast: Array, observed: Array, axis: int, fair: bool) -> Array:
+    """``_crps_equal_weights`` for large ensembles: one sort along the member axis."""
+    x = _sorted_anomalies(forecast, observed, axis)
+    count = jnp.sum(~jnp.isnan(x), axis=-1).astype(x.dtype)
+    x = jnp.sort(jnp.where(jnp.isnan(x), jnp.inf, x), axis=-1)  # NaN members sort last
+    rank = jnp.arange(x.shape[-1], dtype=x.dtype)
+    x = jnp.where(rank < count[..., None], x, 0)
+    skill = jnp.sum(jnp.abs(x), axis=-1)
+    spread = jnp.sum(x * (2 * rank - count[..., None] + 1), axis=-1)
+    pairs = count * (count - 1) if fair else count * count
+    score = ratio(skill, count) - ratio(spread, pairs)
+    return jnp.where(jnp.isnan(observed), jnp.nan, score)
+
+
+@functools.partial(jax.jit, static_argnames=("axis", "fair"))
+def _crps_weighted_sorted(forecast: Array, observed: Array, weights: Array, axis: int, fair: bool):
+    """``_crps_weighted`` for large ensembles: one sort along the member axis."""
+    x = _sorted_anomalies(forecast, observed, axis)
+    w = jnp.moveaxis(weights, axis, -1)
+    w = jnp.where(jnp.isnan(x) | jnp.isnan(w), 0, w)
+    w = ratio(w, jnp.sum(w, axis=-1, keepdims=True))
+    x, w = lax.sort((jnp.where(w > 0, x, jnp.inf), w), dimension=x.ndim - 1, num_keys=1)
+    x = jnp.where(w > 0, x, 0)
+    below = jnp.cumsum(w, axis=-1) - w  # weight of the members ranked lower
+    skill = jnp.sum(w * jnp.abs(x), axis=-1)
+    spread = jnp.sum(w * x * (2 * below + w - 1), axis=-1)  # below - above, above = 1 - below - w
+    if fair:
+        spread = ratio(spread, 1 - jnp.sum(w * w, axis=-1))
     return jnp.where(jnp.isnan(observed), jnp.nan, skill - spread)
 
 
