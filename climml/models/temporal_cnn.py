@@ -2,12 +2,15 @@
 
 ``(B, T, *spatial, C)`` is read as ``T`` steps of ``F = prod(spatial) * C`` features, then
 ``[conv over time (kernel k_i, filters f_i, dilation d_i) → activation] × n``, a global average
-over time, and a dense head to ``(B, *output_shape)``.
+over time (or, with ``pool="last"``, the features of the last step), and a dense head to
+``(B, *output_shape)``.
 
 Padding keeps all ``T`` steps. ``same`` centres each kernel on its step (it sees the past and
 the future of the window); ``causal`` pads only the past, so the feature at step ``t`` depends on
 steps ``<= t`` alone, as in WaveNet (van den Oord et al. 2016) and TCNs (Bai et al. 2018).
-With dilations ``1, 2, 4, ...`` a causal stack covers ``1 + sum((k_i - 1) * d_i)`` steps.
+With dilations ``1, 2, 4, ...`` a causal stack covers ``1 + sum((k_i - 1) * d_i)`` steps, and
+its last step summarizes exactly that span ending at the forecast time: ``pool="last"`` reads it
+there, where an average over the window would dilute the most recent steps.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from climml.models._dense import DenseHead
 from climml.models.registry import IOSpec, register
 
 PADDINGS = {"same": "SAME", "causal": "CAUSAL"}
+POOLS = ("mean", "last")
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,7 @@ class TemporalCNNConfig:
     kernel_size: tuple[int, ...] = (3,)  # time steps
     dilation: tuple[int, ...] = (1,)
     padding: str = "same"  # same | causal
+    pool: str = "mean"  # mean (global average over time) | last (features of the last step)
     activation: str = "relu"
     hidden: tuple[int, ...] = ()  # dense layers between the pooled features and the output
     dropout: float = 0.0
@@ -62,9 +67,12 @@ class TemporalCNN(nnx.Module):
         dilations = _per_layer(cfg.dilation, layers, "model.dilation")
         if cfg.padding not in PADDINGS:
             raise ConfigError(expected("model.padding", f"one of {sorted(PADDINGS)}", cfg.padding))
+        if cfg.pool not in POOLS:
+            raise ConfigError(expected("model.pool", f"one of {list(POOLS)}", repr(cfg.pool)))
         if len(spec.input_shape) < 2:
             raise ConfigError(expected("input_shape", "(steps, ..., channels)", spec.input_shape))
         self.in_features = math.prod(spec.input_shape[1:])
+        self.pool = cfg.pool
         self.act = activation(cfg.activation)
         width = self.in_features
         convs = []
@@ -93,7 +101,9 @@ class TemporalCNN(nnx.Module):
         return x
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return self.head(self.features(x).mean(axis=1))  # global average pooling over time
+        features = self.features(x)
+        pooled = features.mean(axis=1) if self.pool == "mean" else features[:, -1]
+        return self.head(pooled)
 
 
 @register("temporal_cnn", TemporalCNNConfig)

@@ -55,7 +55,7 @@ def seattle_weather() -> xr.Dataset:
     time = frame["date"].to_numpy().astype("datetime64[ns]")
     codes = frame["weather"].map({w: i for i, w in enumerate(WEATHER_TYPES)}).to_numpy(np.int8)
     # 365.25-day phase so that the seasonal features do not drift across leap years.
-    phase = 2.0 * np.pi * (frame["date"].dt.dayofyear.to_numpy() - 1) / 365.25
+    phase = 2.0 * np.pi * (frame["date"].dt.day_of_year.to_numpy() - 1) / 365.25
     variables = {
         name: ("time", frame[name].to_numpy(np.float64), {"units": units})
         for name, units in UNITS.items()
