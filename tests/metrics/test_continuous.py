@@ -147,3 +147,26 @@ def test_perfect_forecast_scores(x):
     if np.ptp(x) > 1e-2:
         np.testing.assert_allclose(cm.correlation(x, x), 1.0, rtol=1e-4)
         np.testing.assert_allclose(cm.correlation(x, -x), -1.0, rtol=1e-4)
+
+
+@pytest.mark.skipif(jax.device_count() < 2, reason="needs several (simulated) devices")
+def test_statistics_summed_across_devices_equal_one_shot(pair):
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    n = jax.device_count()
+    mesh = jax.make_mesh((n,), ("d",))
+    rng = np.random.default_rng(3)
+    f = rng.normal(size=(2 * n, 7)).astype(np.float32)
+    o = rng.normal(size=(2 * n, 7)).astype(np.float32)
+    f[0, 0] = np.nan
+    shard = NamedSharding(mesh, P("d"))
+
+    def local(f, o):
+        stats = (cm.error_sums(f, o, axis=0), cm.contingency(f, o, 0.0, axis=0))
+        return jax.tree.map(lambda x: jax.lax.psum(x, "d"), stats)
+
+    summed = jax.jit(jax.shard_map(local, mesh=mesh, in_specs=(P("d"), P("d")), out_specs=P()))
+    errors, table = summed(jax.device_put(f, shard), jax.device_put(o, shard))
+    np.testing.assert_allclose(errors.rmse(), cm.rmse(f, o, axis=0), rtol=1e-5)
+    np.testing.assert_array_equal(table.hits, cm.contingency(f, o, 0.0, axis=0).hits)

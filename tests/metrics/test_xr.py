@@ -1,5 +1,8 @@
 """xarray wrappers equal the kernels, keep coordinates, align by name and stay lazy on dask."""
 
+import functools
+import operator
+
 import numpy as np
 import pytest
 import xarray as xr
@@ -74,6 +77,17 @@ def test_dataset_and_dask_inputs(cube):
     np.testing.assert_allclose(lazy.compute(), cm.xr.rmse(f, o, dim="time"), rtol=1e-6)
     with pytest.raises(DataError, match="z500"):
         cm.xr.rmse(ds_f, ds_o[["t2m"]], dim="time")
+
+
+def test_statistics_of_dask_chunks_add_up_to_one_shot(cube):
+    f, o = cube
+    lazy_f, lazy_o = f.chunk({"time": 5}).data, o.chunk({"time": 5}).data
+    blocks = zip(lazy_f.blocks, lazy_o.blocks, strict=True)
+    total = functools.reduce(
+        operator.add, (cm.error_sums(np.asarray(a), np.asarray(b), axis=0) for a, b in blocks)
+    )
+    assert lazy_f.numblocks[0] == 3
+    np.testing.assert_allclose(total.rmse(), cm.xr.rmse(f, o, dim="time"), rtol=1e-6)
 
 
 def test_crps_and_auc_wrappers(cube):
