@@ -32,13 +32,16 @@ def seattle_weather() -> xr.Dataset:
       DataError: if the installed vega_datasets lacks the bundled file (it would otherwise
         fetch it from the web) or the table has unexpected columns or categories.
     """
-    from vega_datasets import data
+    from vega_datasets import local_data  # the loader that never falls back to a download
 
-    if not data.seattle_weather.is_local:
+    try:
+        dataset = local_data.seattle_weather
+    except ValueError:  # installed without the file
+        found = "a vega_datasets install without it"
         raise DataError(
-            expected("vega_datasets seattle-weather", "bundled local file", "remote only")
-        )
-    frame = data.seattle_weather(use_local=True)
+            expected("vega_datasets seattle-weather", "bundled local file", found)
+        ) from None
+    frame = dataset(use_local=True)
     missing = [c for c in ("date", "weather", *UNITS) if c not in frame.columns]
     if missing:
         raise DataError(
