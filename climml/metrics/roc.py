@@ -198,7 +198,7 @@ def _auc_from(twice_u: Array, n_pos: Array, n_neg: Array) -> Array:
 
 
 def _weighted_auc(s: Array, positive: Array, w: Array) -> Array:
-    """Exact AUC of one point with sample weights (two-operand sorts; NaN score = masked)."""
+    """Exact AUC of one point with sample weights (one sort carrying labels and weights)."""
     valid = ~jnp.isnan(s) & (w > 0)
     key = ordered_key(jnp.where(valid, s, 0))
     key = jnp.where(valid, key, _all_ones(key.dtype))

@@ -36,9 +36,9 @@ def radial_psd(field: ArrayLike, spacing: float = 1.0) -> tuple[Array, Array]:
     if not spacing > 0:
         raise ConfigError(expected("spacing", "a positive grid spacing", spacing))
     h, w = field.shape[-2:]
-    size = max(h, w)
     rings = _ring_index(h, w)  # static (H, W) ints, -1 outside the largest ring
-    n_rings = size // 2 + 1
+    wavenumber = radial_wavenumbers(h, w, spacing).astype(field.dtype)
+    n_rings = wavenumber.shape[0]
     power = jnp.abs(jnp.fft.fft2(field)) ** 2 / (h * w)
     # Ring sums with one segment-sum over the flattened cells (ring -1 goes to a spare
     # segment that is dropped), vectorised over all leading axes.
@@ -47,8 +47,13 @@ def radial_psd(field: ArrayLike, spacing: float = 1.0) -> tuple[Array, Array]:
     sums = jax.ops.segment_sum(cells, jnp.asarray(ids), num_segments=n_rings + 1)[:n_rings]
     counts = np.bincount(ids, minlength=n_rings + 1)[:n_rings]
     psd = jnp.moveaxis(sums, 0, -1) / jnp.asarray(counts, dtype=sums.dtype)
-    wavenumber = jnp.arange(n_rings, dtype=field.dtype) / (size * spacing)
     return wavenumber, psd
+
+
+def radial_wavenumbers(h: int, w: int, spacing: float = 1.0) -> Array:
+    """Wavenumbers ``(L // 2 + 1,)`` of the rings of an ``(h, w)`` field, ``L = max(h, w)``."""
+    size = max(h, w)
+    return jnp.asarray(np.arange(size // 2 + 1) / (size * spacing))
 
 
 def _ring_index(h: int, w: int) -> np.ndarray:

@@ -49,7 +49,6 @@ def _apply(
     dim: Dims,
     weights: xr.DataArray | None,
     skipna: bool,
-    dtype: np.dtype | None = None,
 ) -> DataLike:
     """Run ``kernel(*values, axis=..., weights=...)`` over ``dim`` of aligned arrays.
 
@@ -58,16 +57,14 @@ def _apply(
     if isinstance(arrays[0], xr.Dataset):
         return xr.Dataset(
             {
-                name: _apply(
-                    kernel, [_variable(a, name) for a in arrays], dim, weights, skipna, dtype
-                )
+                name: _apply(kernel, [_variable(a, name) for a in arrays], dim, weights, skipna)
                 for name in arrays[0].data_vars
             }
         )
     with_weights = list(arrays) + ([] if weights is None else [weights])
     aligned = xr.broadcast(*xr.align(*with_weights, join="inner"))
     dims = _reduced_dims(aligned[0], dim)
-    out_dtype = dtype or _default_float()
+    out_dtype = _default_float()
 
     def run(*data: np.ndarray) -> np.ndarray:
         values, w = (data[:-1], data[-1]) if weights is not None else (data, None)
@@ -303,9 +300,8 @@ def fss(
     for d in spatial_dims:
         if d not in forecast.dims:
             raise DataError(expected("spatial_dims", f"dimensions among {list(forecast.dims)}", d))
-    others = [d for d in forecast.dims if d not in spatial_dims]
-    pooled = others if dim is None else _reduced_dims(forecast, dim)
-    core = [*pooled, *spatial_dims]
+    pooled = forecast.dims if dim is None else _reduced_dims(forecast, dim)
+    core = [*(d for d in pooled if d not in spatial_dims), *spatial_dims]
 
     def run(f, o):
         axis = tuple(range(f.ndim - len(core), f.ndim - 2))
@@ -332,7 +328,7 @@ def radial_psd(
     for d in spatial_dims:
         if d not in field.dims:
             raise DataError(expected("spatial_dims", f"dimensions among {list(field.dims)}", d))
-    wavenumber, _ = spectral.radial_psd(np.zeros([field.sizes[d] for d in spatial_dims]), spacing)
+    wavenumber = spectral.radial_wavenumbers(*(field.sizes[d] for d in spatial_dims), spacing)
 
     def run(x):
         return np.asarray(spectral.radial_psd(x, spacing)[1])
