@@ -178,20 +178,19 @@ def crps_ensemble(
         raise DataError(
             expected("member_dim", f"a dimension of forecast {list(forecast.dims)}", member_dim)
         )
-    if member_weights is None:
-        member_weights = xr.ones_like(forecast)
-    forecast, observed, member_weights = xr.align(forecast, observed, member_weights, join="inner")
-    member_weights = member_weights.broadcast_like(forecast)
+    inputs = [forecast, observed] + ([] if member_weights is None else [member_weights])
+    forecast, observed, *member_weights = xr.align(*inputs, join="inner")
+    member_weights = [w.broadcast_like(forecast) for w in member_weights]
 
-    def per_point(f, o, w):
+    def per_point(f, o, w=None):
         return np.asarray(probabilistic.crps_ensemble(f, o, ensemble_axis=-1, fair=fair, weights=w))
 
     score = xr.apply_ufunc(
         per_point,
         forecast,
         observed,
-        member_weights,
-        input_core_dims=[[member_dim], [], [member_dim]],
+        *member_weights,
+        input_core_dims=[[member_dim], [], [member_dim]][: 2 + len(member_weights)],
         dask="parallelized",
         output_dtypes=[_default_float()],
     )

@@ -186,7 +186,13 @@ def test_sorting_network_and_array_sort_paths_agree(fair):
     o = rng.normal(size=40).astype(np.float32)
     w = rng.random((40, 12)).astype(np.float32)
     f[3, :2] = np.nan
-    np.testing.assert_allclose(prob._crps_equal_weights(f, o, 1, fair),
-                               prob._crps_equal_weights_sorted(f, o, 1, fair), atol=1e-6)
-    np.testing.assert_allclose(prob._crps_weighted(f, o, w, 1, fair),
-                               prob._crps_weighted_sorted(f, o, w, 1, fair), atol=1e-6)
+    np.testing.assert_allclose(
+        prob._crps_equal_weights(f, o, 1, fair),
+        prob._crps_equal_weights_sorted(f, o, 1, fair),
+        atol=1e-6,
+    )
+    np.testing.assert_allclose(
+        prob._crps_weighted(f, o, w, 1, fair),
+        prob._crps_weighted_sorted(f, o, w, 1, fair),
+        atol=1e-6,
+    )

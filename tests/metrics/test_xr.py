@@ -98,6 +98,11 @@ def test_crps_and_auc_wrappers(cube):
     per_point = cm.crps_ensemble(ens.values, o.values, ensemble_axis=0)
     np.testing.assert_allclose(got, np.nanmean(np.asarray(per_point), axis=(0, 2)), rtol=1e-5)
     assert got.dims == ("lat",)
+    w = xr.DataArray(rng.random(7).astype(np.float32), dims="member")
+    weighted = cm.xr.crps_ensemble(ens, o, dim=("time", "lon"), member_weights=w)
+    member_w = np.broadcast_to(w.values[:, None, None, None], ens.shape)
+    per_point = cm.crps_ensemble(ens.values, o.values, ensemble_axis=0, weights=member_w)
+    np.testing.assert_allclose(weighted, np.nanmean(np.asarray(per_point), axis=(0, 2)), rtol=1e-5)
     auc = cm.xr.roc_auc(f, o > 0, dim="time")
     np.testing.assert_allclose(auc, cm.roc_auc(f.values, o.values > 0, axis=0), rtol=1e-6)
 
