@@ -1,6 +1,7 @@
 """ROC AUC and curve against scikit-learn: ties, NaN, weights, every sort path, binned mode."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -48,6 +49,22 @@ def test_exact_auc_matches_sklearn_with_ties(make):
     got = np.asarray(auc(scores, labels, axis=1))
     want = [_sk_auc(scores[i], labels[i]) for i in range(len(scores))]
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+
+
+def test_many_points_count_ties_by_scan_and_match_sklearn():
+    from climml.metrics import roc
+
+    scores, labels = _cases(10, points=roc.SCAN_MIN_POINTS + 8, n=60, decimals=0)  # many ties
+    scores[0, :5] = np.nan
+    got = np.asarray(auc(scores, labels, axis=1))
+    want = [_sk_auc(scores[i], labels[i]) for i in range(len(scores))]
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    keys = np.sort(np.random.default_rng(11).integers(0, 20, size=(8, 100)), axis=1)
+    ordered = jnp.asarray(keys.astype(np.uint32))
+    is_pos = jnp.asarray(keys % 2 == 1) & (jnp.arange(100) < 90)  # last 10: masked
+    np.testing.assert_array_equal(
+        jax.vmap(roc._tied_pairs)(ordered, is_pos), jax.vmap(roc._tied_pairs_scan)(ordered, is_pos)
+    )
 
 
 def test_weighted_auc_matches_sklearn_sample_weight():
