@@ -17,8 +17,8 @@ import numpy as np
 import xarray as xr
 
 from climml import metrics as cm_metrics
-from climml.errors import ConfigError, expected
 from climml.models.linear import BASELINES, make_baseline
+from climml.tasks._check import check_names
 
 SCORES: dict[str, Callable[..., Any]] = {
     "rmse": cm_metrics.rmse,
@@ -31,14 +31,8 @@ SCORES: dict[str, Callable[..., Any]] = {
 
 def check(cfg: Any) -> None:
     """Reject unknown metric or baseline names before any training starts."""
-    for name in cfg.eval.metrics:
-        if name not in SCORES:
-            raise ConfigError(expected("eval.metrics", f"names from {sorted(SCORES)}", repr(name)))
-    for name in cfg.eval.baselines:
-        if name not in BASELINES:
-            raise ConfigError(
-                expected("eval.baselines", f"names from {sorted(BASELINES)}", repr(name))
-            )
+    check_names("eval.metrics", cfg.eval.metrics, sorted(SCORES))
+    check_names("eval.baselines", cfg.eval.baselines, sorted(BASELINES))
 
 
 def evaluate(exp: Any, model: Any, workdir: Path) -> dict:

@@ -18,6 +18,7 @@ import xarray as xr
 
 from climml import metrics as cm_metrics
 from climml.errors import ConfigError, expected
+from climml.tasks._check import check_names
 
 METRICS = ("iou", "mean_iou", "precision", "recall", "accuracy", "confusion_matrix")
 BASELINES = ("majority",)
@@ -27,14 +28,8 @@ def check(cfg: Any) -> None:
     """Reject unknown metrics/baselines and a missing ``data.num_classes`` before training."""
     if not cfg.data.num_classes or cfg.data.num_classes < 2:
         raise ConfigError(expected("data.num_classes", "an int >= 2", cfg.data.num_classes))
-    for name in cfg.eval.metrics:
-        if name not in METRICS:
-            raise ConfigError(expected("eval.metrics", f"names from {list(METRICS)}", repr(name)))
-    for name in cfg.eval.baselines:
-        if name not in BASELINES:
-            raise ConfigError(
-                expected("eval.baselines", f"names from {list(BASELINES)}", repr(name))
-            )
+    check_names("eval.metrics", cfg.eval.metrics, METRICS)
+    check_names("eval.baselines", cfg.eval.baselines, BASELINES)
 
 
 def evaluate(exp: Any, model: Any, workdir: Path) -> dict:
