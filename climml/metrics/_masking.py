@@ -107,6 +107,8 @@ def sum_together(arrays: Sequence[Array], axis: Axis) -> tuple[Array, ...]:
     On CPU, XLA fuses many separate sums of a shared input poorly; one multi-operand
     reduction is ~7x faster (30 counts of a (365, 90, 180) cube: 0.06 s instead of 0.45 s).
     """
+    # Booleans would reduce with logical or: count them as int32.
+    arrays = [a.astype(jnp.int32) if a.dtype == jnp.bool_ else a for a in arrays]
     ndim = arrays[0].ndim
     if axis is None:
         dims = tuple(range(ndim))

@@ -31,7 +31,14 @@ from jax import Array, lax
 from jax.typing import ArrayLike
 
 from climml.errors import ConfigError, expected
-from climml.metrics._masking import Axis, as_float, check_broadcast, move_to_end, ratio
+from climml.metrics._masking import (
+    Axis,
+    as_float,
+    check_broadcast,
+    move_to_end,
+    ratio,
+    sum_together,
+)
 
 SCAN_MIN_POINTS = 32
 
@@ -173,13 +180,17 @@ def _packed_mann_whitney(
     low = key & ((one << bit) - 1)
     high = lax.shift_right_logical(key, bit + 1) << bit  # a shift by the width gives 0
     packed = ((high | low) << 1) | positive.astype(key.dtype)
-    ordered = lax.sort(jnp.where(valid, packed, ones))  # masked samples sort last
     total = jnp.int32 if n <= 46340 else (jnp.float64 if key.dtype == jnp.uint64 else jnp.float32)
-    index = jnp.arange(n, dtype=jnp.int32)
-    is_pos = ((ordered & 1) == 1) & (index < jnp.sum(valid))
-    n_pos = jnp.sum(is_pos).astype(total)
-    n_neg = jnp.sum(valid).astype(total) - n_pos
-    at_or_below = jnp.sum(jnp.where(is_pos, index.astype(total), 0)) - n_pos * (n_pos - 1) // 2
+    n_pos, n_valid = sum_together(
+        [(positive & valid).astype(jnp.int32), valid.astype(jnp.int32)], None
+    )
+    n_pos, n_neg = n_pos.astype(total), (n_valid - n_pos).astype(total)
+    # Masked samples get the all-ones key and sort last; no valid packed key is all ones
+    # (the top float keys are NaN patterns), so the key alone tells them apart.
+    ordered = lax.sort(jnp.where(valid, packed, ones))
+    is_pos = ((ordered & 1) == 1) & (ordered != ones)
+    index = jnp.arange(n, dtype=total)
+    at_or_below = jnp.sum(jnp.where(is_pos, index, 0)) - n_pos * (n_pos - 1) // 2
     tied = (_tied_pairs_scan if scan else _tied_pairs)(ordered, is_pos).astype(total)
     return 2 * at_or_below - tied, n_pos, n_neg
 
