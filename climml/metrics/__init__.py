@@ -29,6 +29,7 @@ NaN policy (the one place it is written down)
 4. Labels outside ``[0, num_classes)`` are missing in ``confusion_matrix``/``iou``.
 5. Spectra (``radial_psd``) need complete fields: a field containing NaN gives a NaN spectrum.
    In ``fss`` NaN cells count as non-events inside the windows and are left out of the sums.
+6. ``bootstrap`` percentiles skip resamples whose metric is NaN (e.g. AUC with one class).
 """
 
 from climml.metrics import xr
