@@ -1,14 +1,19 @@
-"""LSTM training throughput: climml (JAX scan) vs ``torch.nn.LSTM`` on CPU, in one process.
+"""LSTM training throughput: climml vs ``torch.nn.LSTM`` (and a plain JAX LSTM) on CPU.
 
-Both sides train the same network — a 2-layer LSTM with 64 hidden units on 8 input features,
-followed by a dense layer on the last step's state — with the same batch, MSE loss and Adam.
-One training step is forward + backward + update. Throughput is sequences per second,
-``batch * steps / seconds``, timed over repeated blocks of steps that alternate between the two
-frameworks (so load from other processes on a shared machine hits both alike); the best block of
-each is reported. Compile time is how long XLA takes to compile climml's train step (torch runs
-eagerly, it has none).
+All contenders train the same network in one process — a stacked LSTM (default 2 layers x 64
+hidden units, 8 input features) with a dense layer on the last step's state — on the same batch
+shape, with MSE loss and Adam. One training step is forward + backward + update. Throughput is
+sequences per second, ``batch / seconds per step``, timed over blocks of steps that alternate
+between the contenders (so load from other processes on a shared machine hits all alike); the
+best block of each is reported. The peer is torch at its best thread count.
 
-    python benchmarks/rnn.py            # batch 64, 32 and 256 steps
+Contenders: ``climml`` (``climml.models.rnn``: hoisted input projection, custom-VJP
+backpropagation through time, tanh-based gates); ``jax-scan`` (the textbook JAX LSTM a user
+would write: hoisted projection, ``jax.nn.sigmoid`` gates, ``lax.scan``, autodiff) to show what
+climml's own optimizations are worth; ``torch/N`` (``torch.nn.LSTM`` eager, N threads).
+Compile time is XLA's for climml's train step (torch has none).
+
+    python benchmarks/rnn.py            # batch 64, 2 x 64 hidden, 32 and 256 steps
     python benchmarks/rnn.py --quick    # small smoke run
 """
 
@@ -18,6 +23,7 @@ import argparse
 import os
 import platform
 import time
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -32,25 +38,19 @@ FEATURES = 8
 LR = 1e-3
 
 
-def climml_trainer(batch: int, steps: int, hidden: int, layers: int, unroll: int):
-    """Return ``(compile_seconds, run(n))`` where ``run`` does ``n`` jitted training steps."""
-    cfg = LSTMConfig(hidden=(hidden,) * layers, unroll=unroll)
-    model = build_rnn(cfg, IOSpec((steps, FEATURES), (1,)), nnx.Rngs(0))
-    graphdef, params = nnx.split(model)
+def jax_trainer(predict: Callable, params, batch: int, steps: int):
+    """``(compile_seconds, run(n))`` for a jitted Adam/MSE step of ``predict(params, x)``."""
     optimizer = optax.adam(LR)
-    opt_state = optimizer.init(params)
-
-    def loss_fn(params, x, y):
-        return jnp.mean((nnx.merge(graphdef, params)(x) - y) ** 2)
-
-    def train_step(params, opt_state, x, y):
-        loss, grads = jax.value_and_grad(loss_fn)(params, x, y)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
-
     key_x, key_y = jax.random.split(jax.random.key(0))
     x = jax.random.normal(key_x, (batch, steps, FEATURES))
     y = jax.random.normal(key_y, (batch, 1))
+
+    def train_step(params, opt_state, x, y):
+        loss, grads = jax.value_and_grad(lambda p: jnp.mean((predict(p, x) - y) ** 2))(params)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    opt_state = optimizer.init(params)
     start = time.perf_counter()
     step = jax.jit(train_step, donate_argnums=(0, 1)).lower(params, opt_state, x, y).compile()
     compile_s = time.perf_counter() - start
@@ -62,6 +62,44 @@ def climml_trainer(batch: int, steps: int, hidden: int, layers: int, unroll: int
         loss.block_until_ready()
 
     return compile_s, run
+
+
+def climml_trainer(batch: int, steps: int, hidden: int, layers: int):
+    cfg = LSTMConfig(hidden=(hidden,) * layers)
+    model = build_rnn(cfg, IOSpec((steps, FEATURES), (1,)), nnx.Rngs(0))
+    graphdef, params = nnx.split(model)
+    return jax_trainer(lambda p, x: nnx.merge(graphdef, p)(x), params, batch, steps)
+
+
+def plain_jax_trainer(batch: int, steps: int, hidden: int, layers: int):
+    """The textbook JAX LSTM: same sizes and gate order, differentiated by ``jax.grad``."""
+    keys = iter(jax.random.split(jax.random.key(0), 2 * layers + 1))
+    params, width = [], FEATURES
+    for _ in range(layers):
+        params.append({
+            "w_in": jax.random.normal(next(keys), (width, 4 * hidden)) / width**0.5,
+            "w_rec": jax.random.normal(next(keys), (hidden, 4 * hidden)) / hidden**0.5,
+            "b": jnp.zeros(4 * hidden),
+        })  # fmt: skip
+        width = hidden
+    head = {"w": jax.random.normal(next(keys), (hidden, 1)) / hidden**0.5, "b": jnp.zeros(1)}
+
+    def cell(w_rec, carry, xw_t):
+        h, c = carry
+        i, f, g, o = jnp.split(xw_t + h @ w_rec, 4, axis=-1)
+        c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+        h = jax.nn.sigmoid(o) * jnp.tanh(c)
+        return (h, c), h
+
+    def predict(p, x):
+        seq = jnp.swapaxes(x, 0, 1)
+        for layer in p["layers"]:
+            zeros = jnp.zeros((x.shape[0], hidden))
+            xw = seq @ layer["w_in"] + layer["b"]
+            _, seq = jax.lax.scan(lambda c, s, w=layer["w_rec"]: cell(w, c, s), (zeros, zeros), xw)
+        return seq[-1] @ p["head"]["w"] + p["head"]["b"]
+
+    return jax_trainer(predict, {"layers": params, "head": head}, batch, steps)
 
 
 class TorchLSTM(torch.nn.Module):
@@ -77,8 +115,8 @@ class TorchLSTM(torch.nn.Module):
         return self.head(out[:, -1])
 
 
-def torch_trainer(batch: int, steps: int, hidden: int, layers: int):
-    """Return ``run(n)`` doing ``n`` eager PyTorch training steps."""
+def torch_trainer(batch: int, steps: int, hidden: int, layers: int, threads: int):
+    """``run(n)`` doing ``n`` eager PyTorch training steps on ``threads`` threads."""
     torch.manual_seed(0)
     model = TorchLSTM(hidden, layers)
     optimizer = torch.optim.Adam(model.parameters(), lr=LR)
@@ -86,6 +124,7 @@ def torch_trainer(batch: int, steps: int, hidden: int, layers: int):
     y = torch.randn(batch, 1)
 
     def run(n: int) -> None:
+        torch.set_num_threads(threads)
         for _ in range(n):
             optimizer.zero_grad(set_to_none=True)
             loss = torch.mean((model(x) - y) ** 2)
@@ -96,35 +135,23 @@ def torch_trainer(batch: int, steps: int, hidden: int, layers: int):
 
 
 def compare(args, steps: int, block: int) -> dict:
-    """Time climml and torch (at each thread count) in alternating blocks for one length.
-
-    The peer's figure is its best thread count: on a shared machine one thread often beats
-    several, and the comparison should be against the faster torch a user could run.
-    """
-    compile_s, ours = climml_trainer(args.batch, steps, args.hidden, args.layers, args.unroll)
-    theirs = torch_trainer(args.batch, steps, args.hidden, args.layers)
-    runners = {"climml": ours}
+    """Best sequences/s of every contender at one sequence length, in alternating blocks."""
+    sizes = (args.batch, steps, args.hidden, args.layers)
+    compile_s, ours = climml_trainer(*sizes)
+    runners = {"climml": ours, "jax-scan": plain_jax_trainer(*sizes)[1]}
     for threads in args.torch_threads:
-        runners[f"torch/{threads}"] = (threads, theirs)
+        runners[f"torch/{threads}"] = torch_trainer(*sizes, threads)
     rates = {name: [] for name in runners}
     for repeat in range(args.repeats + 1):  # the first round warms caches and thread pools
-        for name, runner in runners.items():
-            if name != "climml":
-                torch.set_num_threads(runner[0])
-            run = ours if name == "climml" else theirs
+        for name, run in runners.items():
             start = time.perf_counter()
             run(block)
             if repeat:
                 rates[name].append(args.batch * block / (time.perf_counter() - start))
     best = {name: max(values) for name, values in rates.items()}
-    peer = max((n for n in best if n != "climml"), key=best.get)
-    return {
-        "steps": steps,
-        "compile_s": compile_s,
-        "best": best,
-        "peer": peer,
-        "ratio": best["climml"] / best[peer],
-    }
+    peer = max((n for n in best if n.startswith("torch")), key=best.get)
+    ratio = best["climml"] / best[peer]
+    return {"compile_s": compile_s, "best": best, "peer": peer, "ratio": ratio}
 
 
 def main() -> None:
@@ -134,41 +161,27 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--steps", type=int, nargs="+", default=[32, 256])
-    parser.add_argument("--unroll", type=int, default=1, help="climml scan unroll factor")
-    parser.add_argument("--repeats", type=int, default=5, help="timed blocks per framework")
+    parser.add_argument("--repeats", type=int, default=5, help="timed blocks per contender")
     parser.add_argument(
-        "--torch-threads",
-        type=int,
-        nargs="+",
-        default=sorted({1, torch.get_num_threads()}),
+        "--torch-threads", type=int, nargs="+", default=sorted({1, torch.get_num_threads()}),
         help="torch intra-op thread counts to try (its best one is the peer)",
-    )
+    )  # fmt: skip
     args = parser.parse_args()
     if args.quick:
         args.batch, args.hidden, args.steps, args.repeats = 8, 16, [16], 2
 
-    print(
-        f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-        f"jax {jax.__version__}, torch {torch.__version__}"
-    )
-    print(
-        f"# batch {args.batch}, {args.layers} layers x {args.hidden} hidden, {FEATURES} "
-        f"features, Adam, unroll {args.unroll}, best of {args.repeats} blocks"
-    )
-    names = ["climml"] + [f"torch/{t}" for t in args.torch_threads]
-    print(
-        f"{'steps':>6} "
-        + " ".join(f"{n + ' seq/s':>15}" for n in names)
-        + f" {'ratio':>7} {'vs':>8} {'compile s':>10}"
-    )
+    print(f"# {platform.machine()}, {os.cpu_count()} CPUs, jax {jax.__version__}, "
+          f"torch {torch.__version__}")  # fmt: skip
+    print(f"# batch {args.batch}, {args.layers} layers x {args.hidden} hidden, {FEATURES} "
+          f"features, Adam, best of {args.repeats} blocks")  # fmt: skip
+    names = ["climml", "jax-scan"] + [f"torch/{t}" for t in args.torch_threads]
+    header = " ".join(f"{n + ' seq/s':>15}" for n in names)
+    print(f"{'steps':>6} {header} {'ratio':>7} {'vs':>8} {'compile s':>10}")
     for steps in args.steps:
         block = 2 if args.quick else max(2, 2048 // steps)
         r = compare(args, steps, block)
-        print(
-            f"{steps:>6} "
-            + " ".join(f"{r['best'][n]:>15.0f}" for n in names)
-            + f" {r['ratio']:>6.2f}x {r['peer']:>8} {r['compile_s']:>10.2f}"
-        )
+        rates = " ".join(f"{r['best'][n]:>15.0f}" for n in names)
+        print(f"{steps:>6} {rates} {r['ratio']:>6.2f}x {r['peer']:>8} {r['compile_s']:>10.2f}")
 
 
 if __name__ == "__main__":
