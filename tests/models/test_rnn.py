@@ -312,3 +312,45 @@ def test_lstm_nino_config_beats_persistence_in_the_2000s(tmp_path):
     assert rmse["model"] < 0.95 * rmse["persistence"], (rmse, corr)
     assert rmse["ar"] < 0.95 * rmse["persistence"], (rmse, corr)
     assert corr["ar"] > corr["persistence"], (rmse, corr)
+
+
+def test_exploding_bptt_gradients_are_clipped_by_the_configured_norm():
+    """Small inputs keep a tanh RNN in its linear regime, where backpropagation through 100
+    steps multiplies the gradient by the recurrent kernel 100 times: scaled to spectral radius
+    1.5 it explodes (vs < 1 at radius 1). ``train.clip_norm`` bounds the step (plain SGD with
+    lr 1, so the update is minus the clipped gradient)."""
+    import optax
+
+    from climml.config import TrainConfig
+    from climml.train.optimizer import build_optimizer
+
+    steps = 100
+    x = 0.01 * jax.random.normal(jax.random.key(9), (4, steps, 2))
+
+    def gradients(radius):
+        model = build_rnn(RecurrentConfig(hidden=(8,)), IOSpec((steps, 2), (1,)), nnx.Rngs(0))
+        layer = model.forward[0]
+        layer.w_rec[...] = radius * layer.w_rec[...]  # the kernel starts orthogonal: radius 1
+        graphdef, params = nnx.split(model)
+        loss = lambda p: jnp.sum(nnx.merge(graphdef, p)(x) ** 2)  # noqa: E731
+        return params, jax.grad(loss)(params)
+
+    assert float(optax.tree.norm(gradients(1.0)[1])) < 1.0
+    params, grads = gradients(1.5)
+    assert float(optax.tree.norm(grads)) > 1e3
+    cfg = TrainConfig(optimizer="sgd", lr=1.0, momentum=0.0, clip_norm=1.0)
+    optimizer = build_optimizer(cfg, total_steps=1)
+    updates, _ = optimizer.update(grads, optimizer.init(params), params)
+    np.testing.assert_allclose(float(optax.tree.norm(updates)), 1.0, rtol=1e-5)
+
+
+def test_configs_build_recurrent_models_through_the_registry():
+    from climml import config, models
+
+    raw = {"model": {"name": "gru", "hidden": [4, 4], "bidirectional": True, "unroll": 2}}
+    cfg = config.from_dict(raw)
+    assert cfg.model == GRUConfig(hidden=(4, 4), bidirectional=True, unroll=2)
+    model = models.build(cfg.model, IOSpec((T, F), (3,)), nnx.Rngs(0))
+    assert model(jnp.ones((B, T, F))).shape == (B, 3)
+    with pytest.raises(ConfigError, match="model.hiden"):
+        config.from_dict({"model": {"name": "lstm", "hiden": [4]}})
