@@ -15,7 +15,7 @@ How the candidates are batched is set by ``chunk_size`` (candidate evaluations i
   by earlier passes) are skipped by ``lax.cond``, so every pass reuses one compilation with no
   wasted evaluation. On CPU this is the fastest form: a single candidate's activations stay in
   cache, where one vmap over the 20 candidates of a 20,000-sample MLP ran 8x slower
-  (benchmarks/results/permutation.md).
+  (benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ fusions (:data:`CPU_CONV_OPTIONS`), XLA's Eigen convolutions ran it at 213 GFLOP
 gradient 160). But the option is not a general win: it is slower for small convolutions
 (<= 32x32 grids) and a whole U-Net training step came out between 0.6x and 1.1x of the default
 on a shared, busy CPU, where the default was already 1.4-2.8x faster than PyTorch
-(``benchmarks/results/unet.md``). So climml compiles with XLA's defaults, and :func:`jit` offers
+(``benchmarks/RESULTS.md``). So climml compiles with XLA's defaults, and :func:`jit` offers
 the option for conv-heavy programs on large grids, to be kept when ``benchmarks/unet.py`` shows
 it wins on the machine at hand. Two matmul formulations (an im2col ``custom_vjp`` and
 ``conv_general_dilated_patches`` + dot) were measured and lost to both paths (17-45 GFLOP/s for

@@ -166,7 +166,7 @@ def _scan_layer_bwd(cell, reverse, unroll, residuals, cotangents):
     def step(d_carry, inputs):
         prev_t, xw_t, valid_t, d_out_t = inputs
         # Recomputing hw_t costs one small matmul; storing it would need a (T, B, G*H) buffer
-        # per layer, and measured no faster on CPU (benchmarks/results/rnn.md).
+        # per layer, and measured no faster on CPU (benchmarks/RESULTS.md).
         hw_t = prev_t[0] @ w_rec + b_rec
         xw_t = xw_t + b_in
         if kind.additive:  # d xw_t == d hw_t: differentiate (and store) only one of them

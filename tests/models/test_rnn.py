@@ -300,7 +300,7 @@ def test_lstm_nino_config_beats_persistence_in_the_2000s(tmp_path):
 
     At a 3-month lead the LSTM's RMSE is below persistence's; AR(12) beats persistence in RMSE
     and correlation. (The LSTM's correlation edge over persistence is seed-dependent on this
-    short record, see benchmarks/results/rnn.md, so only its RMSE is asserted.)
+    short record, see benchmarks/RESULTS.md, so only its RMSE is asserted.)
     """
     from climml import config, pipeline
 

@@ -143,7 +143,7 @@ def test_bad_input_raises_data_error():
 
 def test_tcnn_daily_config_beats_persistence_two_and_three_days_ahead(tmp_path):
     """configs/tcnn_daily.yaml end to end on Seattle 2015: lower RMSE than persistence at
-    leads 2 and 3 days (at 1 day persistence is about as good; see benchmarks/results/rnn.md)."""
+    leads 2 and 3 days (at 1 day persistence is about as good; see benchmarks/RESULTS.md)."""
     from climml import config, pipeline
 
     quiet = ["output.plots=false", "output.save_predictions=false", "output.progress=false"]
