@@ -119,9 +119,7 @@ def _crps_equal_weights(forecast: Array, observed: Array, axis: int, fair: bool)
         x = jnp.where(rank < count, x, 0)
         skill = skill + jnp.abs(x)  # Σ |x_i - y|
         spread = spread + x * (2 * rank - count + 1)  # ½ Σ_ij |x_i - x_j|
-    pairs = count * (count - 1) if fair else count * count
-    score = ratio(skill, count) - ratio(spread, pairs)
-    return jnp.where(jnp.isnan(observed), jnp.nan, score)
+    return _equal_weight_score(skill, spread, count, observed, fair)
 
 
 @functools.partial(jax.jit, static_argnames=("axis", "fair"))
@@ -148,6 +146,13 @@ def _crps_weighted(forecast: Array, observed: Array, weights: Array, axis: int, 
     return jnp.where(jnp.isnan(observed), jnp.nan, skill - spread)
 
 
+def _equal_weight_score(skill, spread, count, observed, fair: bool) -> Array:
+    """CRPS = Σ|x-y|/M - Σ_ij|x_i-x_j| / (2·M²), or / (2·M(M-1)) for the fair estimator."""
+    pairs = count * (count - 1) if fair else count * count
+    score = ratio(skill, count) - ratio(spread, pairs)
+    return jnp.where(jnp.isnan(observed), jnp.nan, score)
+
+
 def _sorted_anomalies(forecast: Array, observed: Array, axis: int) -> Array:
     """Members minus the observation, members moved to the last axis (NaN observation → 0)."""
     y = jnp.where(jnp.isnan(observed), 0, observed)
@@ -164,9 +169,7 @@ def _crps_equal_weights_sorted(forecast: Array, observed: Array, axis: int, fair
     x = jnp.where(rank < count[..., None], x, 0)
     skill = jnp.sum(jnp.abs(x), axis=-1)
     spread = jnp.sum(x * (2 * rank - count[..., None] + 1), axis=-1)
-    pairs = count * (count - 1) if fair else count * count
-    score = ratio(skill, count) - ratio(spread, pairs)
-    return jnp.where(jnp.isnan(observed), jnp.nan, score)
+    return _equal_weight_score(skill, spread, count, observed, fair)
 
 
 @functools.partial(jax.jit, static_argnames=("axis", "fair"))

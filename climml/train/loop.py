@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from tqdm.auto import tqdm
@@ -161,6 +162,8 @@ def _run_epoch(
         desc=f"epoch {pos.epoch + 1}/{cfg.epochs}",
     )
     batches = iter(train_loader.epoch(pos.epoch, start_batch=pos.batch))
+    # Summed on the device: a float() per step would block JAX's asynchronous dispatch.
+    loss_sum = jnp.asarray(pos.epoch_loss_sum, jnp.float32)
     while True:
         t0 = time.perf_counter()
         batch = next(batches, None)
@@ -171,14 +174,16 @@ def _run_epoch(
             state, trainer.device_batch(batch), jax.random.fold_in(base_key, step)
         )
         step, pos.batch = step + 1, pos.batch + 1
-        pos.epoch_loss_sum += float(loss)
+        loss_sum = loss_sum + loss
         bar.update()
         if on_step is not None:
             on_step(step)
         end_of_epoch = pos.batch == len(train_loader)  # saved below, after validation
         if ckpt is not None and step % cfg.checkpoint_every == 0 and not end_of_epoch:
+            pos.epoch_loss_sum = float(loss_sum)
             ckpt.save(step, {"state": state, "best": best}, pos.to_json())
     bar.close()
+    pos.epoch_loss_sum = float(loss_sum)
     best = _end_epoch(
         trainer,
         state,
