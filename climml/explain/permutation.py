@@ -98,8 +98,9 @@ def permutation_importance(
     x, y = jnp.asarray(inputs), jnp.asarray(targets)
     axis = _feature_axis(feature_axis, x.ndim)
     _check_samples(x, y)
-    _check_counts(n_repeats=n_repeats, n_bootstrap=n_bootstrap, ci_level=ci_level,
-                  chunk_size=chunk_size)
+    _check_counts(
+        n_repeats=n_repeats, n_bootstrap=n_bootstrap, ci_level=ci_level, chunk_size=chunk_size
+    )
     names, masks = _group_masks(groups, feature_names, x.shape[axis])
     n_passes = _n_passes(multipass, max_passes, len(names))
     _check_score(predict_fn, score_fn, x, y)
@@ -238,9 +239,11 @@ def _group_masks(
     members = list(groups.values()) if isinstance(groups, Mapping) else list(groups)
     if not members:
         raise ConfigError(expected("groups", "at least one group", "none"))
-    fields = [f"groups[{k!r}]" for k in groups] if isinstance(groups, Mapping) else [
-        f"groups[{g}]" for g in range(len(members))
-    ]
+    fields = (
+        [f"groups[{k!r}]" for k in groups]
+        if isinstance(groups, Mapping)
+        else [f"groups[{g}]" for g in range(len(members))]
+    )
     indices = [_group_indices(f, m, n_features) for f, m in zip(fields, members, strict=True)]
     if isinstance(groups, Mapping):
         names = [str(k) for k in groups]

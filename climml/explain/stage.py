@@ -39,8 +39,9 @@ def check(cfg: Any) -> None:
     if cfg.eval.task != "regression":
         raise ConfigError(expected("eval.explain.enabled", "a regression task", cfg.eval.task))
     if ecfg.score not in SCORES:
-        raise ConfigError(expected("eval.explain.score", f"one of {sorted(SCORES)}",
-                                   repr(ecfg.score)))
+        raise ConfigError(
+            expected("eval.explain.score", f"one of {sorted(SCORES)}", repr(ecfg.score))
+        )
     if ecfg.n_repeats < 1:
         raise ConfigError(expected("eval.explain.n_repeats", "an integer >= 1", ecfg.n_repeats))
     if ecfg.max_samples is not None and ecfg.max_samples < 2:
@@ -65,9 +66,17 @@ def explain_run(exp: Any, model: Any, workdir: Path) -> dict:
     names = channel_names(exp)
     predict_fn = model.predict_fn()
     result = permutation_importance(
-        predict_fn, x, y, score_fn, key=jax.random.key(cfg.seed), feature_names=names,
-        n_repeats=ecfg.n_repeats, multipass=ecfg.multipass, max_passes=ecfg.max_passes,
-        higher_is_better=higher_is_better, n_bootstrap=ecfg.n_bootstrap,
+        predict_fn,
+        x,
+        y,
+        score_fn,
+        key=jax.random.key(cfg.seed),
+        feature_names=names,
+        n_repeats=ecfg.n_repeats,
+        multipass=ecfg.multipass,
+        max_passes=ecfg.max_passes,
+        higher_is_better=higher_is_better,
+        n_bootstrap=ecfg.n_bootstrap,
     )
     result.attrs.update(score=ecfg.score, split=cfg.eval.split, units="normalized")
     result.to_netcdf(workdir / "importance.nc")
@@ -103,8 +112,13 @@ def saliency_map(exp: Any, predict_fn: Any, x: np.ndarray, names: list[str]) -> 
     dims = [d for d in first.dims if d != "time" and d not in CHANNEL_DIMS]
     coords = {d: first[d].values for d in dims if d in first.coords}
     units = {"units": "normalized forecast per normalized input"}
-    return xr.DataArray(values, dims=(*dims, "channel"), coords={**coords, "channel": names},
-                        name="saliency", attrs=units)
+    return xr.DataArray(
+        values,
+        dims=(*dims, "channel"),
+        coords={**coords, "channel": names},
+        name="saliency",
+        attrs=units,
+    )
 
 
 def _samples(loader: Any, max_samples: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -125,9 +139,11 @@ def _samples(loader: Any, max_samples: int | None, seed: int) -> tuple[np.ndarra
 def _summary(result: xr.Dataset) -> dict[str, dict[str, float]]:
     keys = ["singlepass_importance", "multipass_importance", "multipass_rank"]
     return {
-        key: {str(f): float(v) for f, v in zip(result.feature.values, result[key].values,
-                                                strict=True)}
-        for key in keys if key in result
+        key: {
+            str(f): float(v) for f, v in zip(result.feature.values, result[key].values, strict=True)
+        }
+        for key in keys
+        if key in result
     }
 
 
@@ -135,9 +151,14 @@ def _plot(result: xr.Dataset, maps: xr.DataArray | None, workdir: Path, score: s
     from climml.viz.importance import plot_importance, plot_saliency
 
     plot_importance(result, score_name=f"{score} (normalized)").savefig(
-        workdir / "importance.png", dpi=120)
+        workdir / "importance.png", dpi=120
+    )
     if maps is not None:
         lat, lon = (maps[d].values if d in maps.coords else None for d in maps.dims[:2])
-        plot_saliency(maps.values, lat=lat, lon=lon, names=list(maps.channel.values),
-                      title="saliency of the mean forecast (summed over input steps)").savefig(
-            workdir / "saliency.png", dpi=120)
+        plot_saliency(
+            maps.values,
+            lat=lat,
+            lon=lon,
+            names=list(maps.channel.values),
+            title="saliency of the mean forecast (summed over input steps)",
+        ).savefig(workdir / "saliency.png", dpi=120)

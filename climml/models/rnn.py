@@ -1,21 +1,7 @@
-"""Recurrent networks: vanilla RNN, LSTM and GRU cells unrolled with ``jax.lax.scan``.
+"""Recurrent networks: stacked, optionally bidirectional RNN, LSTM and GRU with a dense head.
 
-The cells are pure elementwise functions of one time step, ``cell(carry, xw, hw)``. The input
-projection ``xw = x @ w_in`` is computed for *all* steps in one matmul before the scan (it does
-not depend on the recurrent state), so the scan body holds only the recurrent matmul
-``hw = h @ w_rec + b_rec`` and the gate arithmetic. Equations (gate blocks ordered as in PyTorch
-and cuDNN, both biases kept, so weights map one to one)::
-
-    rnn   h' = tanh(xw + hw)
-    lstm  i, f, g, o = split(xw + hw)          (Hochreiter & Schmidhuber 1997; Gers et al. 2000)
-          c' = sigmoid(f) * c + sigmoid(i) * tanh(g)
-          h' = sigmoid(o) * tanh(c')
-    gru   r_x, z_x, n_x = split(xw);  r_h, z_h, n_h = split(hw)    (Cho et al. 2014, "reset after")
-          r = sigmoid(r_x + r_h);  z = sigmoid(z_x + z_h);  n = tanh(n_x + r * n_h)
-          h' = (1 - z) * n + z * h
-
-Backpropagation through time is a custom VJP that mirrors the forward structure: the reverse
-scan does one matmul per step and the weight gradients are single matmuls over all steps.
+The cells, their equations and how a layer runs over time and is differentiated live in
+:mod:`climml.models._recurrence`; this module builds networks from them.
 
 The LSTM forget-gate bias starts at 1 (Jozefowicz et al. 2015), so early in training the cell
 state is carried rather than forgotten, which keeps gradients alive through long sequences.
@@ -29,200 +15,15 @@ each sequence's own last step for the same reason.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
 from climml.errors import ConfigError, DataError, expected
+from climml.models._recurrence import CELLS, scan_cell
 from climml.models.registry import IOSpec, register
-
-Carry = tuple[jax.Array, ...]
-"""Recurrent state: ``(h,)`` for rnn and gru, ``(h, c)`` for lstm; each ``(B, H)``."""
-
-
-def _gate_activations(z: jax.Array, tanh_blocks: tuple[bool, ...]) -> jax.Array:
-    """Sigmoid or tanh on each of the equal column blocks of ``z`` ``(B, G*H)``, in one pass.
-
-    Uses ``sigmoid(z) = 0.5 * tanh(z / 2) + 0.5`` so that every block is one ``tanh`` of the whole
-    contiguous array: on XLA:CPU this runs several times faster than a ``logistic`` per gate
-    slice (``exp`` and a division on strided slices do not vectorize as well).
-    """
-    hidden = z.shape[-1] // len(tanh_blocks)
-    # NumPy, not jnp: a literal per-column constant lets XLA vectorize the fused loop.
-    scale = np.repeat(np.array([1.0 if t else 0.5 for t in tanh_blocks], z.dtype), hidden)
-    shift = 1.0 - scale  # 0.5 for sigmoid blocks, 0 for tanh blocks
-    return jnp.tanh(z * scale) * scale + shift
-
-
-def rnn_cell(carry: Carry, xw: jax.Array, hw: jax.Array):
-    """Elman step. ``xw``: ``(B, H)`` projected input; ``hw``: ``(B, H)`` = ``h @ W + b``.
-
-    Returns ``((h,), h)`` with the new ``h`` of shape ``(B, H)``.
-    """
-    h = jnp.tanh(xw + hw)
-    return (h,), h
-
-
-def lstm_cell(carry: Carry, xw: jax.Array, hw: jax.Array):
-    """LSTM step. ``xw``, ``hw``: ``(B, 4H)`` input and recurrent projections (blocks i, f, g, o).
-
-    Returns ``((h, c), h)`` with the new ``h`` and ``c`` of shape ``(B, H)``.
-    """
-    _, c = carry
-    i, f, g, o = jnp.split(_gate_activations(xw + hw, (False, False, True, False)), 4, axis=-1)
-    c = f * c + i * g
-    h = o * jnp.tanh(c)
-    return (h, c), h
-
-
-def gru_cell(carry: Carry, xw: jax.Array, hw: jax.Array):
-    """GRU step. ``xw``, ``hw``: ``(B, 3H)`` input and recurrent projections (blocks r, z, n).
-
-    The recurrent bias stays inside the reset product (``r * (h W_n + b_n)``), as in cuDNN.
-    Returns ``((h,), h)`` with the new ``h`` of shape ``(B, H)``.
-    """
-    (h,) = carry
-    # The n block of this activation is unused: one whole-array pass beats slicing first.
-    r, z, _ = jnp.split(_gate_activations(xw + hw, (False, False, False)), 3, axis=-1)
-    n = jnp.tanh(jnp.split(xw, 3, axis=-1)[2] + r * jnp.split(hw, 3, axis=-1)[2])
-    h = (1.0 - z) * n + z * h
-    return (h,), h
-
-
-@dataclass(frozen=True)
-class CellKind:
-    """A cell's elementwise step ``(carry, xw, hw) -> (carry, h)``, gate blocks, carried arrays."""
-
-    step: Callable
-    gates: int
-    carries: int
-    additive: bool  # xw and hw enter only as xw + hw, so their cotangents are equal
-
-
-CELLS: dict[str, CellKind] = {
-    "rnn": CellKind(rnn_cell, gates=1, carries=1, additive=True),
-    "lstm": CellKind(lstm_cell, gates=4, carries=2, additive=True),
-    "gru": CellKind(gru_cell, gates=3, carries=1, additive=False),
-}
-
-
-def _gated(kind: CellKind, carry: Carry, xw_t, hw_t, valid_t):
-    """One elementwise cell step; at a padded step (``valid_t`` False) the state is kept."""
-    new, out = kind.step(carry, xw_t, hw_t)
-    if valid_t is None:
-        return new, out
-    # The sequence has ended (or, scanning in reverse, not yet begun): nothing may change.
-    new = tuple(jnp.where(valid_t, n, o) for n, o in zip(new, carry, strict=True))
-    return new, jnp.where(valid_t, out, 0.0)
-
-
-def _zero_carry(kind: CellKind, xw: jax.Array, w_rec: jax.Array) -> Carry:
-    return (jnp.zeros((xw.shape[1], w_rec.shape[0]), xw.dtype),) * kind.carries
-
-
-def _scan(cell, reverse, unroll, xw, b_in, w_rec, b_rec, valid, *, keep: bool):
-    """Forward scan; with ``keep`` also returns the carry entering each step (the residual)."""
-    kind = CELLS[cell]
-
-    def step(carry, inputs):
-        xw_t, valid_t = inputs
-        hw_t = carry[0] @ w_rec + b_rec  # the only matmul inside the loop
-        new, out = _gated(kind, carry, xw_t + b_in, hw_t, valid_t)
-        return new, ((out, carry) if keep else out)
-
-    init = _zero_carry(kind, xw, w_rec)
-    return jax.lax.scan(step, init, (xw, valid), reverse=reverse, unroll=unroll)
-
-
-@partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
-def _scan_layer(cell, reverse, unroll, xw, b_in, w_rec, b_rec, valid):
-    last, ys = _scan(cell, reverse, unroll, xw, b_in, w_rec, b_rec, valid, keep=False)
-    return ys, last[0]
-
-
-def _scan_layer_fwd(cell, reverse, unroll, xw, b_in, w_rec, b_rec, valid):
-    last, (ys, prev) = _scan(cell, reverse, unroll, xw, b_in, w_rec, b_rec, valid, keep=True)
-    return (ys, last[0]), (xw, b_in, w_rec, b_rec, valid, prev)
-
-
-def _scan_layer_bwd(cell, reverse, unroll, residuals, cotangents):
-    """Backpropagation through time with the weight gradients hoisted out of the loop.
-
-    The reverse scan carries only the state cotangent (one ``(B, G*H) @ (G*H, H)`` matmul per
-    step) and emits each step's ``d hw``; the recurrent kernel's gradient ``sum_t h_{t-1}^T d hw_t``
-    is then a single matmul over all steps, as cuDNN does, instead of one per step. Only the
-    state entering each step is stored; ``hw`` and the gates are recomputed from it.
-    """
-    xw, b_in, w_rec, b_rec, valid, prev = residuals
-    d_ys, d_last = cotangents
-    kind = CELLS[cell]
-    w_rec_t = w_rec.T
-
-    def step(d_carry, inputs):
-        prev_t, xw_t, valid_t, d_out_t = inputs
-        # Recomputing hw_t costs one small matmul; storing it would need a (T, B, G*H) buffer
-        # per layer, and measured no faster on CPU (benchmarks/RESULTS.md).
-        hw_t = prev_t[0] @ w_rec + b_rec
-        xw_t = xw_t + b_in
-        if kind.additive:  # d xw_t == d hw_t: differentiate (and store) only one of them
-            _, vjp = jax.vjp(lambda c, b: _gated(kind, c, xw_t, b, valid_t), prev_t, hw_t)
-            d_prev, d_hw_t = vjp((d_carry, d_out_t))
-            d_xw_t = None
-        else:
-            _, vjp = jax.vjp(lambda c, a, b: _gated(kind, c, a, b, valid_t), prev_t, xw_t, hw_t)
-            d_prev, d_xw_t, d_hw_t = vjp((d_carry, d_out_t))
-        return (d_prev[0] + d_hw_t @ w_rec_t, *d_prev[1:]), (d_xw_t, d_hw_t)
-
-    d_init = (d_last, *(jnp.zeros_like(d_last) for _ in range(kind.carries - 1)))
-    inputs = (prev, xw, valid, d_ys)
-    _, (d_xw, d_hw) = jax.lax.scan(step, d_init, inputs, reverse=not reverse, unroll=unroll)
-    hidden, width = w_rec.shape
-    # sum_t h_{t-1}^T d hw_t as one (H, T*B) @ (T*B, G*H) matmul.
-    d_w_rec = (d_hw.reshape(-1, width).T @ prev[0].reshape(-1, hidden)).T
-    d_xw = d_hw if kind.additive else d_xw
-    d_valid = None if valid is None else np.zeros(valid.shape, jax.dtypes.float0)
-    return d_xw, d_xw.sum(axis=(0, 1)), d_w_rec, d_hw.sum(axis=(0, 1)), d_valid
-
-
-_scan_layer.defvjp(_scan_layer_fwd, _scan_layer_bwd)
-
-
-def scan_cell(
-    cell: str,
-    xw: jax.Array,
-    b_in: jax.Array,
-    w_rec: jax.Array,
-    b_rec: jax.Array,
-    mask: jax.Array | None = None,
-    *,
-    reverse: bool = False,
-    unroll: int = 1,
-) -> tuple[jax.Array, jax.Array]:
-    """Run ``cell`` over time with ``lax.scan``, from the zero state.
-
-    Reverse-mode differentiable through a custom VJP (see :func:`_scan_layer_bwd`); forward-mode
-    (``jax.jvp``) is not supported.
-
-    Args:
-      cell: a key of :data:`CELLS`.
-      xw: ``(T, B, G*H)`` input projection ``x @ w_in`` of every step (time-major).
-      b_in: ``(G*H,)`` input bias, added inside the loop: a separate pass over the large ``xw``
-        costs more memory traffic than the whole scan on CPU.
-      w_rec, b_rec: ``(H, G*H)`` recurrent kernel and ``(G*H,)`` bias.
-      mask: optional ``(T, B, 1)`` booleans, False at padded steps.
-      reverse: scan from the last step to the first (the backward direction).
-      unroll: steps per scan iteration (trades compile time for loop overhead).
-
-    Returns:
-      ``(outputs (T, B, H), last_h (B, H))``; ``last_h`` is the state after the last valid step
-      (after step 0 when ``reverse``).
-    """
-    return _scan_layer(cell, reverse, unroll, xw, b_in, w_rec, b_rec, mask)
 
 
 class RecurrentLayer(nnx.Module):
@@ -250,11 +51,8 @@ class RecurrentLayer(nnx.Module):
 
     def __call__(self, x: jax.Array, mask: jax.Array | None, *, reverse: bool = False):
         """``x``: ``(T, B, F)`` time-major; returns ``(outputs (T, B, H), last_h (B, H))``."""
-        xw = x @ self.w_in[...]  # every step's input projection in one matmul
-        w_rec, b_rec = self.w_rec[...], self.b_rec[...]
-        return scan_cell(
-            self.cell, xw, self.b_in[...], w_rec, b_rec, mask, reverse=reverse, unroll=self.unroll
-        )
+        weights = (self.w_in[...], self.b_in[...], self.w_rec[...], self.b_rec[...])
+        return scan_cell(self.cell, x, *weights, mask, reverse=reverse, unroll=self.unroll)
 
 
 def _step_mask(lengths: jax.Array | None, batch: int, steps: int) -> jax.Array | None:

@@ -6,5 +6,13 @@ from climml.train.losses import LOSSES, make_loss
 from climml.train.optimizer import build_optimizer
 from climml.train.steps import TrainState
 
-__all__ = ["LOSSES", "Checkpointer", "FitResult", "TrainState", "build_optimizer", "fit",
-           "load_best", "make_loss"]
+__all__ = [
+    "LOSSES",
+    "Checkpointer",
+    "FitResult",
+    "TrainState",
+    "build_optimizer",
+    "fit",
+    "load_best",
+    "make_loss",
+]

@@ -63,8 +63,9 @@ def test_cnn_saliency_equals_per_sample_gradients_and_finite_differences(fields,
 
 
 def test_chunked_saliency_equals_vmapped(fields, cnn_predict):
-    np.testing.assert_allclose(saliency(cnn_predict, fields, chunk_size=2),
-                               saliency(cnn_predict, fields), rtol=1e-6)
+    np.testing.assert_allclose(
+        saliency(cnn_predict, fields, chunk_size=2), saliency(cnn_predict, fields), rtol=1e-6
+    )
 
 
 def test_bad_arguments_are_reported(fields, cnn_predict):

@@ -130,12 +130,22 @@ def test_equals_a_plain_loop_on_the_same_keys(loop_case, chunk_size):
     """1 (CPU default): a scan skipping frozen candidates; 2: lax.map chunks that do not divide
     the 3 candidates; 10,000: one vmap over all repeats and candidates (accelerator default)."""
     x, y, predict, key, (original, scores, boot_ci, selected) = loop_case
-    ds = permutation_importance(predict, x, y, mse, key=key, groups=LOOP_GROUPS, n_repeats=2,
-                                n_bootstrap=16, chunk_size=chunk_size)
+    ds = permutation_importance(
+        predict,
+        x,
+        y,
+        mse,
+        key=key,
+        groups=LOOP_GROUPS,
+        n_repeats=2,
+        n_bootstrap=16,
+        chunk_size=chunk_size,
+    )
     np.testing.assert_allclose(float(ds.original_score), original, rtol=1e-5)
     np.testing.assert_allclose(ds.pass_score.values, np.mean(scores, axis=2), rtol=1e-5)
-    np.testing.assert_allclose(ds.pass_score_std.values, np.std(scores, axis=2), rtol=1e-3,
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        ds.pass_score_std.values, np.std(scores, axis=2), rtol=1e-3, atol=1e-5
+    )
     np.testing.assert_allclose(ds.singlepass_score_ci.values, boot_ci[0], rtol=1e-5)
     last = selected[-1]
     np.testing.assert_allclose(ds.multipass_score_ci.values[last], boot_ci[-1, last], rtol=1e-5)
@@ -162,12 +172,21 @@ def test_agrees_with_the_permutation_importance_package(redundant):
             return np.asarray(predict_jit(jnp.asarray(inputs, jnp.float32)))
 
     np.random.seed(0)  # the package draws from numpy's global RNG only
-    theirs = pi_importance(Wrapped(), (x, y), lambda t, p: float(np.mean((p - t) ** 2)),
-                           "argmax_of_mean", variable_names=NAMES, nbootstrap=None)
-    ours = permutation_importance(predict, x, y, mse, key=jax.random.key(0), feature_names=NAMES,
-                                  n_repeats=3)
-    for kind, retrieved in [("singlepass", theirs.retrieve_singlepass()),
-                            ("multipass", theirs.retrieve_multipass())]:
+    theirs = pi_importance(
+        Wrapped(),
+        (x, y),
+        lambda t, p: float(np.mean((p - t) ** 2)),
+        "argmax_of_mean",
+        variable_names=NAMES,
+        nbootstrap=None,
+    )
+    ours = permutation_importance(
+        predict, x, y, mse, key=jax.random.key(0), feature_names=NAMES, n_repeats=3
+    )
+    for kind, retrieved in [
+        ("singlepass", theirs.retrieve_singlepass()),
+        ("multipass", theirs.retrieve_multipass()),
+    ]:
         their_rank = [retrieved[n][0] + 1 for n in NAMES]  # the package ranks from 0
         assert list(ours[f"{kind}_rank"].values) == their_rank, kind
         their_score = [retrieved[n][1] for n in NAMES]
@@ -189,12 +208,15 @@ def test_single_pass_agrees_with_scikit_learn(redundant):
     def neg_mse(model, inputs, targets):  # scikit-learn maximizes; importance = drop in -MSE
         return -float(np.mean((model.predict(inputs) - targets) ** 2))
 
-    theirs = sklearn_permutation_importance(Wrapped(), x, y, scoring=neg_mse, n_repeats=10,
-                                            random_state=0)
-    ours = permutation_importance(predict, x, y, mse, key=jax.random.key(0), n_repeats=3,
-                                  multipass=False)
-    np.testing.assert_allclose(ours.singlepass_importance.values, theirs.importances_mean,
-                               rtol=0.05, atol=0.05)
+    theirs = sklearn_permutation_importance(
+        Wrapped(), x, y, scoring=neg_mse, n_repeats=10, random_state=0
+    )
+    ours = permutation_importance(
+        predict, x, y, mse, key=jax.random.key(0), n_repeats=3, multipass=False
+    )
+    np.testing.assert_allclose(
+        ours.singlepass_importance.values, theirs.importances_mean, rtol=0.05, atol=0.05
+    )
 
 
 def test_channel_group_permutes_whole_fields_across_samples():
@@ -211,16 +233,20 @@ def test_channel_group_permutes_whole_fields_across_samples():
 
     key = jax.random.key(5)
     groups = {"u+v": [0, 1], "t": [2]}
-    ds = permutation_importance(lambda a: a, x, x, spatial_spread, key=key, groups=groups,
-                                n_repeats=2)
+    ds = permutation_importance(
+        lambda a: a, x, x, spatial_spread, key=key, groups=groups, n_repeats=2
+    )
     np.testing.assert_allclose(ds.pass_score.values[0], 0.0, atol=1e-10)
 
-    full_mse = permutation_importance(lambda a: a, x, x, mse, key=key, groups=groups,
-                                      n_repeats=2, multipass=False)
+    full_mse = permutation_importance(
+        lambda a: a, x, x, mse, key=key, groups=groups, n_repeats=2, multipass=False
+    )
     keys = jax.random.split(jax.random.fold_in(jax.random.split(key)[0], 0), 2)
     perms = [np.asarray(jax.random.permutation(k, n)) for k in keys]
-    expected = [np.mean([np.sum((x[p][..., c] - x[..., c]) ** 2) / x.size for p in perms])
-                for c in ([0, 1], [2])]
+    expected = [
+        np.mean([np.sum((x[p][..., c] - x[..., c]) ** 2) / x.size for p in perms])
+        for c in ([0, 1], [2])
+    ]
     np.testing.assert_allclose(full_mse.singlepass_score.values, expected, rtol=1e-5)
 
 
@@ -232,12 +258,14 @@ def test_time_lags_as_features():
         return 2.0 * a[:, 2, 0] + 0.5 * a[:, 0, 1]
 
     y = predict(jnp.asarray(x))
-    lags = permutation_importance(predict, x, y, mse, key=jax.random.key(0), feature_axis=1,
-                                  n_repeats=2, multipass=False)
+    lags = permutation_importance(
+        predict, x, y, mse, key=jax.random.key(0), feature_axis=1, n_repeats=2, multipass=False
+    )
     assert list(lags.singlepass_rank.values) == [2, 3, 1, 4]
     np.testing.assert_array_equal(lags.singlepass_importance.values[[1, 3]], 0.0)
-    variables = permutation_importance(predict, x, y, mse, key=jax.random.key(0),
-                                       feature_axis=-1, n_repeats=2, multipass=False)
+    variables = permutation_importance(
+        predict, x, y, mse, key=jax.random.key(0), feature_axis=-1, n_repeats=2, multipass=False
+    )
     assert list(variables.singlepass_rank.values) == [1, 2]
 
 
@@ -247,9 +275,16 @@ def test_bootstrap_interval_matches_the_sampling_error_of_the_mse():
     n = 2000
     x = rng.standard_normal((n, 2)).astype(np.float32)
     y = rng.standard_normal(n).astype(np.float32)
-    ds = permutation_importance(lambda a: jnp.zeros(a.shape[0], a.dtype), x, y, mse,
-                                key=jax.random.key(0), n_repeats=1, n_bootstrap=400,
-                                multipass=False)
+    ds = permutation_importance(
+        lambda a: jnp.zeros(a.shape[0], a.dtype),
+        x,
+        y,
+        mse,
+        key=jax.random.key(0),
+        n_repeats=1,
+        n_bootstrap=400,
+        multipass=False,
+    )
     lower, upper = ds.original_score_ci.values
     assert lower < float(ds.original_score) < upper
     np.testing.assert_allclose((upper - lower) / 2, 1.96 * np.sqrt(2 / n), rtol=0.2)
@@ -257,8 +292,9 @@ def test_bootstrap_interval_matches_the_sampling_error_of_the_mse():
 
 def test_max_passes_leaves_the_rest_unranked(redundant):
     x, y, predict = redundant
-    ds = permutation_importance(predict, x, y, mse, key=jax.random.key(0), n_repeats=3,
-                                max_passes=2)
+    ds = permutation_importance(
+        predict, x, y, mse, key=jax.random.key(0), n_repeats=3, max_passes=2
+    )
     assert ds.sizes["pass"] == 2
     assert np.isnan(ds.multipass_rank.values).sum() == 2
     assert np.isnan(ds.multipass_score.values).sum() == 2
@@ -266,8 +302,9 @@ def test_max_passes_leaves_the_rest_unranked(redundant):
 
 def test_result_round_trips_through_netcdf(redundant, tmp_path):
     x, y, predict = redundant
-    ds = permutation_importance(predict, x, y, mse, key=jax.random.key(0), n_repeats=3,
-                                n_bootstrap=8, feature_names=NAMES)
+    ds = permutation_importance(
+        predict, x, y, mse, key=jax.random.key(0), n_repeats=3, n_bootstrap=8, feature_names=NAMES
+    )
     ds.to_netcdf(tmp_path / "importance.nc")
     with xr.open_dataset(tmp_path / "importance.nc") as back:
         xr.testing.assert_identical(back.load(), ds)

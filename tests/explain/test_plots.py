@@ -25,9 +25,16 @@ def result():
     def predict(a):
         return a @ weights
 
-    return permutation_importance(predict, x, predict(jnp.asarray(x)), mse,
-                                  key=jax.random.key(0), feature_names=["a", "b", "c", "d"],
-                                  n_repeats=2, n_bootstrap=20)
+    return permutation_importance(
+        predict,
+        x,
+        predict(jnp.asarray(x)),
+        mse,
+        key=jax.random.key(0),
+        feature_names=["a", "b", "c", "d"],
+        n_repeats=2,
+        n_bootstrap=20,
+    )
 
 
 def _top_down(ax):
@@ -60,8 +67,12 @@ def test_single_pass_only_has_one_panel(result):
 
 def test_saliency_map_panels(tmp_path):
     maps = np.random.default_rng(0).standard_normal((6, 8, 2))
-    fig = plot_saliency(maps, lat=np.linspace(-10, 10, 6), lon=np.linspace(120, 280, 8),
-                        names=["sst", "heat content"])
+    fig = plot_saliency(
+        maps,
+        lat=np.linspace(-10, 10, 6),
+        lon=np.linspace(120, 280, 8),
+        names=["sst", "heat content"],
+    )
     titled = [ax for ax in fig.axes if ax.get_title()]
     assert [ax.get_title() for ax in titled] == ["sst", "heat content"]
     limits = titled[0].collections[0].get_clim()

@@ -69,11 +69,15 @@ def data():
 def test_jnp_scores_match_reference_libraries(data):
     x, y = data
     pred, label = np.asarray(predict_mean(x)), (y > 0.5).astype(np.float32)
-    np.testing.assert_allclose(roc_auc(jnp.asarray(pred), jnp.asarray(label)),
-                               roc_auc_score(label, pred), rtol=1e-5)
+    np.testing.assert_allclose(
+        roc_auc(jnp.asarray(pred), jnp.asarray(label)), roc_auc_score(label, pred), rtol=1e-5
+    )
     members = np.asarray(predict_members(x))
-    np.testing.assert_allclose(crps_ensemble(jnp.asarray(members), jnp.asarray(y)),
-                               properscoring.crps_ensemble(y, members).mean(), rtol=1e-5)
+    np.testing.assert_allclose(
+        crps_ensemble(jnp.asarray(members), jnp.asarray(y)),
+        properscoring.crps_ensemble(y, members).mean(),
+        rtol=1e-5,
+    )
 
 
 CASES = {
@@ -89,8 +93,16 @@ CASES = {
 def test_every_score_ranks_the_strong_feature_first(data, name):
     x, y = data
     predict, score, make_target, higher_is_better = CASES[name]
-    ds = permutation_importance(predict, x, make_target(y), score, key=jax.random.key(0),
-                                n_repeats=2, multipass=False, higher_is_better=higher_is_better)
+    ds = permutation_importance(
+        predict,
+        x,
+        make_target(y),
+        score,
+        key=jax.random.key(0),
+        n_repeats=2,
+        multipass=False,
+        higher_is_better=higher_is_better,
+    )
     imp = ds.singlepass_importance.values
     assert list(ds.singlepass_rank.values) == [1, 2, 3]
     assert imp[0] > imp[1] > 0
@@ -101,8 +113,7 @@ def test_higher_is_better_flips_the_sign_of_importance(data):
     x, y = data
     label = (y > 0.5).astype(np.float32)
     kwargs = dict(key=jax.random.key(0), n_repeats=2, multipass=False)
-    skill = permutation_importance(predict_mean, x, label, roc_auc, higher_is_better=True,
-                                   **kwargs)
+    skill = permutation_importance(predict_mean, x, label, roc_auc, higher_is_better=True, **kwargs)
     as_error = permutation_importance(predict_mean, x, label, roc_auc, **kwargs)
     np.testing.assert_array_equal(skill.singlepass_score, as_error.singlepass_score)
     np.testing.assert_array_equal(skill.singlepass_importance, -as_error.singlepass_importance)
@@ -113,8 +124,12 @@ CLIMML_SCORES = {
     "rmse": (predict_mean, lambda p, t: metrics.rmse(p, t), lambda y: y, False),
     "roc_auc": (predict_mean, lambda p, t: metrics.roc_auc(p, t), lambda y: y > 0.5, True),
     "csi": (predict_mean, lambda p, t: metrics.csi(p, t, 1.0), lambda y: y, True),
-    "crps": (predict_members, lambda p, t: jnp.mean(metrics.crps_ensemble(p, t)), lambda y: y,
-             False),
+    "crps": (
+        predict_members,
+        lambda p, t: jnp.mean(metrics.crps_ensemble(p, t)),
+        lambda y: y,
+        False,
+    ),
 }
 
 
@@ -124,10 +139,12 @@ def test_climml_metrics_plug_in_and_agree_with_the_local_scores(data, name):
     x, y = data
     predict, score, make_target, higher_is_better = CLIMML_SCORES[name]
     local = {"rmse": "rmse", "roc_auc": "auc", "csi": "csi", "crps": "crps"}[name]
-    kwargs = dict(key=jax.random.key(0), n_repeats=2, multipass=False,
-                  higher_is_better=higher_is_better)
+    kwargs = dict(
+        key=jax.random.key(0), n_repeats=2, multipass=False, higher_is_better=higher_is_better
+    )
     ours = permutation_importance(predict, x, make_target(y), score, **kwargs)
     _, local_score, local_target, _ = CASES[local]
     reference = permutation_importance(predict, x, local_target(y), local_score, **kwargs)
-    np.testing.assert_allclose(ours.singlepass_importance, reference.singlepass_importance,
-                               rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        ours.singlepass_importance, reference.singlepass_importance, rtol=1e-4, atol=1e-6
+    )

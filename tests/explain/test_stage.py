@@ -11,7 +11,10 @@ from climml.cli import main
 SHRINK = [
     "data.source_args={n_months: 360, seed: 0, nlat: 12, nlon: 24}",
     "data.splits={train: [1870-01, 1884-12], val: [1885-01, 1889-12], test: [1890-01, 1899-12]}",
-    "model.filters=[8]", "model.hidden=[8]", "train.epochs=2", "output.progress=false",
+    "model.filters=[8]",
+    "model.hidden=[8]",
+    "train.epochs=2",
+    "output.progress=false",
     "eval.explain.n_repeats=2",
 ]
 CHANNELS = ["sst", "heat_content", "mask"]
@@ -20,15 +23,27 @@ CHANNELS = ["sst", "heat_content", "mask"]
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("explain") / "run"
-    args = ["run", "configs/quickstart.yaml", "--workdir", str(workdir), "--set", *SHRINK,
-            "eval.explain.enabled=true"]
+    args = [
+        "run",
+        "configs/quickstart.yaml",
+        "--workdir",
+        str(workdir),
+        "--set",
+        *SHRINK,
+        "eval.explain.enabled=true",
+    ]
     assert main(args) == 0
     return workdir
 
 
 def test_run_writes_importance_and_saliency(run_dir):
-    for name in ["importance.nc", "importance.png", "importance.json", "saliency.nc",
-                 "saliency.png"]:
+    for name in [
+        "importance.nc",
+        "importance.png",
+        "importance.json",
+        "saliency.nc",
+        "saliency.png",
+    ]:
         assert (run_dir / name).is_file(), name
     ds = xr.open_dataset(run_dir / "importance.nc")
     assert list(ds.feature.values) == CHANNELS
@@ -54,15 +69,25 @@ def test_metrics_json_holds_the_importances(run_dir):
 def test_explain_command_reproduces_the_run(run_dir, capsys):
     before = json.loads((run_dir / "importance.json").read_text())
     capsys.readouterr()
-    assert main(["explain", "configs/quickstart.yaml", "--workdir", str(run_dir), "--set",
-                 *SHRINK]) == 0
+    assert (
+        main(["explain", "configs/quickstart.yaml", "--workdir", str(run_dir), "--set", *SHRINK])
+        == 0
+    )
     assert json.loads(capsys.readouterr().out) == before  # same seed, same permutations
 
 
 def test_bad_explain_config_fails_before_training(tmp_path, capsys):
     workdir = tmp_path / "bad"
-    args = ["run", "configs/quickstart.yaml", "--workdir", str(workdir), "--set", *SHRINK,
-            "eval.explain.enabled=true", "eval.explain.score=auc"]
+    args = [
+        "run",
+        "configs/quickstart.yaml",
+        "--workdir",
+        str(workdir),
+        "--set",
+        *SHRINK,
+        "eval.explain.enabled=true",
+        "eval.explain.score=auc",
+    ]
     assert main(args) == 2
     assert "eval.explain.score: expected one of" in capsys.readouterr().err
     assert not workdir.exists()

@@ -9,18 +9,18 @@ import pytest
 from flax import nnx
 
 from climml.errors import ConfigError, DataError
-from climml.models.registry import IOSpec
-from climml.models.rnn import (
+from climml.models._recurrence import (
     CELLS,
-    GRUConfig,
-    LSTMConfig,
-    RecurrentConfig,
-    build_rnn,
+    KEEP_BYTES,
+    Plan,
     gru_cell,
     lstm_cell,
+    plan_for,
     rnn_cell,
     scan_cell,
 )
+from climml.models.registry import IOSpec
+from climml.models.rnn import GRUConfig, LSTMConfig, RecurrentConfig, build_rnn
 
 B, T, F, H = 3, 7, 4, 5
 
@@ -97,61 +97,83 @@ def test_rnn_cell_matches_textbook_numpy():
     np.testing.assert_allclose(got, want, atol=1e-5)
 
 
-def _loop_reference(cell, xw, b_in, w_rec, b_rec, mask, reverse):
+def _loop_reference(cell, x, w_in, b_in, w_rec, b_rec, mask, reverse):
     """The recurrence as a plain Python loop over the cell: ``(outputs (T, B, H), last_h)``."""
     kind = CELLS[cell]
-    carry = (jnp.zeros((xw.shape[1], w_rec.shape[0])),) * kind.carries
+    steps = x.shape[0]
+    carry = (jnp.zeros((x.shape[1], w_rec.shape[0])),) * kind.carries
     outputs = {}
-    for t in range(T - 1, -1, -1) if reverse else range(T):
-        new, out = kind.step(carry, xw[t] + b_in, carry[0] @ w_rec + b_rec)
+    for t in range(steps - 1, -1, -1) if reverse else range(steps):
+        new, out = kind.step(carry, x[t] @ w_in + b_in, carry[0] @ w_rec + b_rec)
         if mask is not None:
             new = tuple(jnp.where(mask[t], n, o) for n, o in zip(new, carry, strict=True))
             out = jnp.where(mask[t], out, 0.0)
         carry, outputs[t] = new, out
-    return jnp.stack([outputs[t] for t in range(T)]), carry[0]
+    return jnp.stack([outputs[t] for t in range(steps)]), carry[0]
 
 
-def _scan_inputs(cell, masked):
+def _scan_inputs(cell, masked, steps=T):
     gates = CELLS[cell].gates
-    keys = jax.random.split(jax.random.key(1), 4)
-    xw = jax.random.normal(keys[0], (T, B, gates * H))
+    keys = jax.random.split(jax.random.key(1), 5)
+    x = jax.random.normal(keys[0], (steps, B, F))
+    w_in = jax.random.normal(keys[4], (F, gates * H)) * 0.5
     b_in = jax.random.normal(keys[1], (gates * H,))
     w_rec = jax.random.normal(keys[2], (H, gates * H)) * 0.5
     b_rec = jax.random.normal(keys[3], (gates * H,))
-    mask = (jnp.arange(T)[:, None] < jnp.array([T, 4, 1])[None, :])[..., None] if masked else None
-    return (xw, b_in, w_rec, b_rec), mask
+    lengths = jnp.array([steps, 4, 1])
+    mask = (jnp.arange(steps)[:, None] < lengths[None, :])[..., None] if masked else None
+    return (x, w_in, b_in, w_rec, b_rec), mask
+
+
+# Kept pre-activations in one chunk (the default at these sizes), and recomputed ones in chunks
+# of 3 steps: two full chunks and a remainder of 1 for T = 7.
+PLANS = {"kept": None, "chunked": Plan(chunk=3, keep=False)}
 
 
 @pytest.mark.parametrize("cell", sorted(CELLS))
 @pytest.mark.parametrize("reverse", [False, True])
-def test_scan_equals_python_loop(cell, reverse):
+@pytest.mark.parametrize("plan", sorted(PLANS))
+def test_scan_equals_python_loop(cell, reverse, plan):
     args, _ = _scan_inputs(cell, masked=False)
-    ys, last = scan_cell(cell, *args, reverse=reverse)
+    ys, last = scan_cell(cell, *args, reverse=reverse, plan=PLANS[plan])
     want_ys, want_last = _loop_reference(cell, *args, None, reverse)
-    np.testing.assert_allclose(ys, want_ys, atol=1e-6)
-    np.testing.assert_allclose(last, want_last, atol=1e-6)
+    np.testing.assert_allclose(ys, want_ys, atol=1e-5)
+    np.testing.assert_allclose(last, want_last, atol=1e-5)
 
 
 @pytest.mark.parametrize("cell", sorted(CELLS))
-@pytest.mark.parametrize(("reverse", "masked"), [(False, False), (True, True)])
-def test_custom_vjp_equals_autodiff_of_the_loop(cell, reverse, masked):
+@pytest.mark.parametrize(("reverse", "masked"), [(False, False), (True, True), (False, True)])
+@pytest.mark.parametrize("plan", sorted(PLANS))
+@pytest.mark.parametrize("read", ["both", "ys", "last"])
+def test_custom_vjp_equals_autodiff_of_the_loop(cell, reverse, masked, plan, read):
+    """Gradients match with either output unread (its cotangent is then a symbolic zero)."""
     args, mask = _scan_inputs(cell, masked)
 
     def loss(run):
         def value(*args):
             ys, last = run(*args)
-            return jnp.sum(jnp.sin(ys)) + jnp.sum(last**2)  # cotangents on both outputs
+            terms = {"ys": jnp.sum(jnp.sin(ys)), "last": jnp.sum(last**2)}
+            return sum(value for name, value in terms.items() if read in (name, "both"))
 
         return value
 
-    ours = jax.grad(
-        loss(lambda *a: scan_cell(cell, *a, mask, reverse=reverse)), argnums=(0, 1, 2, 3)
-    )
-    want = jax.grad(loss(lambda *a: _loop_reference(cell, *a, mask, reverse)), argnums=(0, 1, 2, 3))
-    for got, ref, name in zip(
-        ours(*args), want(*args), ["xw", "b_in", "w_rec", "b_rec"], strict=True
-    ):
-        np.testing.assert_allclose(got, ref, atol=1e-5, err_msg=name)
+    ours = loss(lambda *a: scan_cell(cell, *a, mask, reverse=reverse, plan=PLANS[plan]))
+    want = loss(lambda *a: _loop_reference(cell, *a, mask, reverse))
+    argnums = tuple(range(len(args)))
+    names = ["x", "w_in", "b_in", "w_rec", "b_rec"]
+    got_grads, want_grads = jax.grad(ours, argnums)(*args), jax.grad(want, argnums)(*args)
+    for got, ref, name in zip(got_grads, want_grads, names, strict=True):
+        np.testing.assert_allclose(got, ref, atol=2e-5, err_msg=name)
+
+
+def test_plan_keeps_small_and_chunks_large_sequences():
+    lstm = CELLS["lstm"]
+    assert plan_for(lstm, 32, 64, 64, 4) == Plan(chunk=32, keep=True)
+    steps = KEEP_BYTES // (64 * 4 * 64 * 4) + 1  # one step more than fits
+    chunked = plan_for(lstm, steps, 64, 64, 4)
+    assert not chunked.keep and chunked.chunk < steps
+    # Chunk lengths that divide the sequence are preferred (no remainder loop).
+    assert 256 % plan_for(lstm, 256, 64, 64, 4).chunk == 0
 
 
 def test_unroll_does_not_change_results():
