@@ -97,23 +97,29 @@ class NumpyModel:
 
 def run_climml(predict, x, y, key, multipass: bool, chunk_size: int | None = None):
     """``chunk_size=None``: the CPU default (a scan over candidates); a large value: one vmap."""
-    return permutation_importance(predict, x, y, mse, key=key, n_repeats=1, multipass=multipass,
-                                  chunk_size=chunk_size)
+    return permutation_importance(
+        predict, x, y, mse, key=key, n_repeats=1, multipass=multipass, chunk_size=chunk_size
+    )
 
 
 def run_pi(predict, x, y):
     np.random.seed(0)  # the package only draws from numpy's global RNG
-    return pi_importance(NumpyModel(predict), (x, y),
-                         lambda t, p: float(np.mean((p - t) ** 2)), "argmax_of_mean",
-                         nbootstrap=None)
+    return pi_importance(
+        NumpyModel(predict),
+        (x, y),
+        lambda t, p: float(np.mean((p - t) ** 2)),
+        "argmax_of_mean",
+        nbootstrap=None,
+    )
 
 
 def run_sklearn(predict, x, y):
     def neg_mse(model, inputs, targets):
         return -float(np.mean((model.predict(inputs) - targets) ** 2))
 
-    return sklearn_importance(NumpyModel(predict), x, y, scoring=neg_mse, n_repeats=1,
-                              random_state=0)
+    return sklearn_importance(
+        NumpyModel(predict), x, y, scoring=neg_mse, n_repeats=1, random_state=0
+    )
 
 
 def timed(fn):
@@ -137,16 +143,22 @@ def main() -> None:
     predict = train_mlp(x[:n], y[:n], steps)
     x, y = x[n:], y[n:]  # importance on held-out samples
     r2 = 1 - float(mse(predict(x), y)) / float(np.var(y))
-    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"jax {jax.__version__} ({jax.default_backend()}); {f} features x {n} samples; "
-          f"MLP(64, 64) trained {steps} steps, held-out R^2 = {r2:.3f}")
+    print(
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"jax {jax.__version__} ({jax.default_backend()}); {f} features x {n} samples; "
+        f"MLP(64, 64) trained {steps} steps, held-out R^2 = {r2:.3f}"
+    )
 
     cold_multi, ours = timed(lambda: run_climml(predict, x, y, jax.random.key(0), True))
     cold_single, _ = timed(lambda: run_climml(predict, x, y, jax.random.key(0), False))
     run_climml(predict, x, y, jax.random.key(0), True, chunk_size=VMAP_ALL)  # compile
-    best = {"climml multi": np.inf, "PermutationImportance multi": np.inf,
-            "climml single": np.inf, "sklearn single": np.inf,
-            "climml multi, one vmap per pass": np.inf}
+    best = {
+        "climml multi": np.inf,
+        "PermutationImportance multi": np.inf,
+        "climml single": np.inf,
+        "sklearn single": np.inf,
+        "climml multi, one vmap per pass": np.inf,
+    }
     for r in range(rounds):  # alternate so that load from other processes hits all alike
         key = jax.random.key(r + 1)
         t, ours = timed(lambda k=key: run_climml(predict, x, y, k, True))
@@ -165,11 +177,14 @@ def main() -> None:
         print(f"{name:32s} {seconds:8.3f}")
     print(f"{'climml multi, cold (compile)':32s} {cold_multi:8.3f}")
     print(f"{'climml single, cold (compile)':32s} {cold_single:8.3f}")
-    print(f"ratio multi-pass  PermutationImportance / climml: "
-          f"{best['PermutationImportance multi'] / best['climml multi']:.1f}x "
-          f"(cold climml: {best['PermutationImportance multi'] / cold_multi:.1f}x)")
-    print(f"ratio single-pass sklearn / climml: "
-          f"{best['sklearn single'] / best['climml single']:.1f}x")
+    print(
+        f"ratio multi-pass  PermutationImportance / climml: "
+        f"{best['PermutationImportance multi'] / best['climml multi']:.1f}x "
+        f"(cold climml: {best['PermutationImportance multi'] / cold_multi:.1f}x)"
+    )
+    print(
+        f"ratio single-pass sklearn / climml: {best['sklearn single'] / best['climml single']:.1f}x"
+    )
 
     multi = theirs.retrieve_multipass()
     their_order = sorted(multi, key=lambda name: multi[name][0])

@@ -7,11 +7,12 @@ sequences per second, ``batch / seconds per step``, timed over blocks of steps t
 between the contenders (so load from other processes on a shared machine hits all alike); the
 best block of each is reported. The peer is torch at its best thread count.
 
-Contenders: ``climml`` (``climml.models.rnn``: hoisted input projection, custom-VJP
-backpropagation through time, tanh-based gates); ``jax-scan`` (the textbook JAX LSTM a user
-would write: hoisted projection, ``jax.nn.sigmoid`` gates, ``lax.scan``, autodiff) to show what
-climml's own optimizations are worth; ``torch/N`` (``torch.nn.LSTM`` eager, N threads).
-Compile time is XLA's for climml's train step (torch has none).
+Contenders: ``climml`` (``climml.models.rnn`` over ``climml.models._recurrence``: hoisted input
+projection, custom-VJP backpropagation through time that keeps pre-activations or recomputes
+them per chunk, a hand-derived LSTM step backward, tanh-based gates); ``jax-scan`` (the textbook
+JAX LSTM a user would write: hoisted projection, ``jax.nn.sigmoid`` gates, ``lax.scan``,
+autodiff) to show what climml's own optimizations are worth; ``torch/N`` (``torch.nn.LSTM``
+eager, N threads). Compile time is XLA's for climml's train step (torch has none).
 
     python benchmarks/rnn.py            # batch 64, 2 x 64 hidden, 32 and 256 steps
     python benchmarks/rnn.py --quick    # small smoke run

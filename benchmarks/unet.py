@@ -261,8 +261,10 @@ def main() -> None:
         print(f"{name:32s} {a.batch / t:10.2f} {flops / t / 1e9:8.1f} {min(cpu[name]):11.3f}")
     torch_t = min(best["torch"], best["torch channels_last"])
     for name in ("climml (jax.jit)", "climml (conv.jit CPU options)"):
-        print(f"ratio {name} / best torch: {torch_t / best[name]:.2f}x; "
-              f"FLOP/s / matmul peak: {flops / best[name] / 1e9 / peak:.0%}")
+        print(
+            f"ratio {name} / best torch: {torch_t / best[name]:.2f}x; "
+            f"FLOP/s / matmul peak: {flops / best[name] / 1e9 / peak:.0%}"
+        )
 
 
 if __name__ == "__main__":
