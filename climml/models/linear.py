@@ -8,6 +8,7 @@ in the loader's normalized units. Because targets are standardized with training
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
@@ -64,13 +65,12 @@ class AutoRegressive:
     units).
     """
 
-    name = "ar"
-
     def __init__(self, spec: IOSpec, leads: Sequence[int], order: int | None = None):
         steps = spec.input_shape[0]
         self.order = steps if order is None else order
         if not isinstance(self.order, int) or not 1 <= self.order <= steps:
             raise ConfigError(expected("AutoRegressive.order", f"an int in [1, {steps}]", order))
+        self.name = "ar" if order is None else f"ar{order}"  # the key of its scores
         self.num_leads = len(leads)
         self.coef: np.ndarray | None = None  # (S, L, p + 1): intercept, then lags 0..p-1
 
@@ -111,10 +111,26 @@ BASELINES: dict[str, Callable[[IOSpec, Sequence[int]], object]] = {
     "climatology": Climatology,
     "ar": AutoRegressive,
 }
+"""Baselines by config name. ``ar`` uses the whole input window; ``ar<p>`` (e.g. ``ar3``) sets
+the order ``p`` explicitly (``1 <= p <= data.input_steps``)."""
+
+_AR_ORDER = re.compile(r"ar(\d+)")
+
+
+def check_baseline(name: str, input_steps: int) -> None:
+    """ConfigError naming ``eval.baselines`` unless ``name`` builds for ``input_steps`` steps."""
+    match = _AR_ORDER.fullmatch(name)
+    if match and 1 <= int(match[1]) <= input_steps:
+        return
+    if name not in BASELINES:
+        allowed = f"names from {sorted(BASELINES)} or ar<p> with 1 <= p <= {input_steps}"
+        raise ConfigError(expected("eval.baselines", allowed, repr(name)))
 
 
 def make_baseline(name: str, spec: IOSpec, leads: Sequence[int]):
     """Instantiate the baseline called ``name`` (ConfigError naming ``eval.baselines``)."""
-    if name not in BASELINES:
-        raise ConfigError(expected("eval.baselines", f"names from {sorted(BASELINES)}", repr(name)))
+    check_baseline(name, spec.input_shape[0])
+    match = _AR_ORDER.fullmatch(name)
+    if match:
+        return AutoRegressive(spec, leads, order=int(match[1]))
     return BASELINES[name](spec, leads)

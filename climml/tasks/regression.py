@@ -17,7 +17,7 @@ import numpy as np
 import xarray as xr
 
 from climml import metrics as cm_metrics
-from climml.models.linear import BASELINES, make_baseline
+from climml.models.linear import check_baseline, make_baseline
 from climml.tasks._check import check_names
 
 SCORES: dict[str, Callable[..., Any]] = {
@@ -32,7 +32,8 @@ SCORES: dict[str, Callable[..., Any]] = {
 def check(cfg: Any) -> None:
     """Reject unknown metric or baseline names before any training starts."""
     check_names("eval.metrics", cfg.eval.metrics, sorted(SCORES))
-    check_names("eval.baselines", cfg.eval.baselines, sorted(BASELINES))
+    for name in cfg.eval.baselines:
+        check_baseline(name, cfg.data.input_steps)
 
 
 def evaluate(exp: Any, model: Any, workdir: Path) -> dict:

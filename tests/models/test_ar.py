@@ -9,7 +9,7 @@ from statsmodels.tsa.ar_model import AutoReg
 from climml.data import Normalizer, WindowLoader, split_anchors
 from climml.data.real import nino12
 from climml.errors import ConfigError
-from climml.models.linear import BASELINES, AutoRegressive, Persistence
+from climml.models.linear import BASELINES, AutoRegressive, Persistence, make_baseline
 
 N = 400  # months of synthetic series
 
@@ -101,6 +101,21 @@ def test_registered_and_checked():
         AutoRegressive(loader.spec, [1], order=4)
     with pytest.raises(RuntimeError, match="fit"):
         AutoRegressive(loader.spec, [1]).predict(next(iter(loader)))
+
+
+def test_order_from_the_baseline_name():
+    """``ar<p>`` in ``eval.baselines`` fits AR(p) on a longer window; ``ar`` uses the window."""
+    x = _ar2_series(N, seed=4)
+    loader = _loader(_dataset(x), steps=6, leads=[1])
+    ar2 = make_baseline("ar2", loader.spec, [1]).fit(loader)
+    assert (ar2.name, ar2.order, ar2.coef.shape[-1]) == ("ar2", 2, 3)
+    # The first anchor is step 5 (a full 6-step window), so the first target is x[6].
+    want = AutoReg(x[4:], lags=2, trend="c").fit().params
+    np.testing.assert_allclose(ar2.coef[0, 0], want, rtol=1e-5, atol=1e-6)
+    assert make_baseline("ar", loader.spec, [1]).order == 6
+    for bad in ("ar0", "ar7", "ar-1", "arx"):
+        with pytest.raises(ConfigError, match=r"eval\.baselines.*ar<p> with 1 <= p <= 6"):
+            make_baseline(bad, loader.spec, [1])
 
 
 def test_ar_beats_persistence_on_nino12_in_the_2000s():
