@@ -169,6 +169,7 @@ Pre = tuple[jax.Array, ...]
 
 
 def _pre(kind: CellKind, xw: jax.Array, hw: jax.Array) -> Pre:
+    """What a step keeps of its projections ``xw``, ``hw`` ``(B, G*H)``."""
     return (xw + hw,) if kind.additive else (xw, hw)
 
 
@@ -224,7 +225,7 @@ def _chunked_scan(fn: Callable, init, xs, steps: int, chunk: int, *, reverse=Fal
     """
     n = steps // chunk
     pick = lambda tree, index: jax.tree.map(lambda a: a[index], tree)  # noqa: E731
-    if n <= 1 and steps == chunk:
+    if chunk >= steps:
         return fn(init, (xs, pick(firsts, 0)))
     full = jax.tree.map(lambda a: a[: n * chunk].reshape(n, chunk, *a.shape[1:]), xs)
     rest = (jax.tree.map(lambda a: a[n * chunk :], xs), pick(firsts, n))
@@ -263,6 +264,16 @@ def _forward(cell: str, plan: Plan, unroll: int, x, params, valid):
 
     init = (jnp.zeros((x.shape[1], w_rec.shape[0]), x.dtype),) * kind.carries
     return _chunked_scan(run_chunk, init, (x, valid), x.shape[0], plan.chunk)
+
+
+def _shift(a: jax.Array) -> jax.Array:
+    """``a`` delayed by one step along time, with zeros (the initial state) first."""
+    return jnp.concatenate([jnp.zeros_like(a[:1]), a[:-1]])
+
+
+def _outputs(h: jax.Array, valid) -> jax.Array:
+    """A layer's outputs: its states ``h`` ``(T, B, H)``, zero at padded steps."""
+    return h if valid is None else jnp.where(valid, h, 0.0)
 
 
 def _flat(a: jax.Array) -> jax.Array:
@@ -324,16 +335,6 @@ def _backward(cell: str, plan: Plan, unroll: int, residuals, cotangents):
     )
     d_valid = None if valid is None else np.zeros(valid.shape, jax.dtypes.float0)
     return (d_x, grads, d_valid)
-
-
-def _shift(a: jax.Array) -> jax.Array:
-    """``a`` delayed by one step along time, with zeros (the initial state) first."""
-    return jnp.concatenate([jnp.zeros_like(a[:1]), a[:-1]])
-
-
-def _outputs(h: jax.Array, valid) -> jax.Array:
-    """A layer's outputs: its states ``h`` ``(T, B, H)``, zero at padded steps."""
-    return h if valid is None else jnp.where(valid, h, 0.0)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
