@@ -20,19 +20,16 @@ SHRINK = [
 CHANNELS = ["sst", "heat_content", "mask"]
 
 
+def _run_args(workdir, *overrides: str) -> list[str]:
+    """``climml run`` of the shrunk quickstart with explanations on, plus ``overrides``."""
+    args = ["run", "configs/quickstart.yaml", "--workdir", str(workdir), "--set", *SHRINK]
+    return [*args, "eval.explain.enabled=true", *overrides]
+
+
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("explain") / "run"
-    args = [
-        "run",
-        "configs/quickstart.yaml",
-        "--workdir",
-        str(workdir),
-        "--set",
-        *SHRINK,
-        "eval.explain.enabled=true",
-    ]
-    assert main(args) == 0
+    assert main(_run_args(workdir)) == 0
     return workdir
 
 
@@ -78,16 +75,7 @@ def test_explain_command_reproduces_the_run(run_dir, capsys):
 
 def test_bad_explain_config_fails_before_training(tmp_path, capsys):
     workdir = tmp_path / "bad"
-    args = [
-        "run",
-        "configs/quickstart.yaml",
-        "--workdir",
-        str(workdir),
-        "--set",
-        *SHRINK,
-        "eval.explain.enabled=true",
-        "eval.explain.score=auc",
-    ]
+    args = _run_args(workdir, "eval.explain.score=auc")
     assert main(args) == 2
     assert "eval.explain.score: expected one of" in capsys.readouterr().err
     assert not workdir.exists()
