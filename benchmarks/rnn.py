@@ -1,4 +1,5 @@
-"""LSTM training throughput: climml vs ``torch.nn.LSTM`` (and a plain JAX LSTM) on CPU.
+"""LSTM (or GRU) training throughput: climml vs ``torch.nn.LSTM`` / ``GRU`` (and a plain JAX
+LSTM) on CPU.
 
 All contenders train the same network in one process — a stacked LSTM (default 2 layers x 64
 hidden units, 8 input features) with a dense layer on the last step's state — on the same batch
@@ -16,6 +17,7 @@ eager, N threads). Compile time is XLA's for climml's train step (torch has none
 
     python benchmarks/rnn.py            # batch 64, 2 x 64 hidden, 32 and 256 steps
     python benchmarks/rnn.py --quick    # small smoke run
+    python benchmarks/rnn.py --cell gru # GRU vs torch.nn.GRU (same "reset after" equations)
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import torch
 from flax import nnx
 
 from climml.models.registry import IOSpec
-from climml.models.rnn import LSTMConfig, build_rnn
+from climml.models.rnn import RecurrentConfig, build_rnn
 
 FEATURES = 8
 LR = 1e-3
@@ -65,8 +67,8 @@ def jax_trainer(predict: Callable, params, batch: int, steps: int):
     return compile_s, run
 
 
-def climml_trainer(batch: int, steps: int, hidden: int, layers: int):
-    cfg = LSTMConfig(hidden=(hidden,) * layers)
+def climml_trainer(cell: str, batch: int, steps: int, hidden: int, layers: int):
+    cfg = RecurrentConfig(name=cell, hidden=(hidden,) * layers)
     model = build_rnn(cfg, IOSpec((steps, FEATURES), (1,)), nnx.Rngs(0))
     graphdef, params = nnx.split(model)
     return jax_trainer(lambda p, x: nnx.merge(graphdef, p)(x), params, batch, steps)
@@ -103,12 +105,13 @@ def plain_jax_trainer(batch: int, steps: int, hidden: int, layers: int):
     return jax_trainer(predict, {"layers": params, "head": head}, batch, steps)
 
 
-class TorchLSTM(torch.nn.Module):
-    """The same network in PyTorch: stacked LSTM, dense head on the last step."""
+class TorchRNN(torch.nn.Module):
+    """The same network in PyTorch: stacked LSTM or GRU, dense head on the last step."""
 
-    def __init__(self, hidden: int, layers: int):
+    def __init__(self, cell: str, hidden: int, layers: int):
         super().__init__()
-        self.lstm = torch.nn.LSTM(FEATURES, hidden, num_layers=layers, batch_first=True)
+        kind = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell]
+        self.lstm = kind(FEATURES, hidden, num_layers=layers, batch_first=True)
         self.head = torch.nn.Linear(hidden, 1)
 
     def forward(self, x):
@@ -116,10 +119,10 @@ class TorchLSTM(torch.nn.Module):
         return self.head(out[:, -1])
 
 
-def torch_trainer(batch: int, steps: int, hidden: int, layers: int, threads: int):
+def torch_trainer(cell: str, batch: int, steps: int, hidden: int, layers: int, threads: int):
     """``run(n)`` doing ``n`` eager PyTorch training steps on ``threads`` threads."""
     torch.manual_seed(0)
-    model = TorchLSTM(hidden, layers)
+    model = TorchRNN(cell, hidden, layers)
     optimizer = torch.optim.Adam(model.parameters(), lr=LR)
     x = torch.randn(batch, steps, FEATURES)
     y = torch.randn(batch, 1)
@@ -138,10 +141,12 @@ def torch_trainer(batch: int, steps: int, hidden: int, layers: int, threads: int
 def compare(args, steps: int, block: int) -> dict:
     """Best sequences/s of every contender at one sequence length, in alternating blocks."""
     sizes = (args.batch, steps, args.hidden, args.layers)
-    compile_s, ours = climml_trainer(*sizes)
-    runners = {"climml": ours, "jax-scan": plain_jax_trainer(*sizes)[1]}
+    compile_s, ours = climml_trainer(args.cell, *sizes)
+    runners = {"climml": ours}
+    if args.cell == "lstm":  # the textbook contender is written for the LSTM only
+        runners["jax-scan"] = plain_jax_trainer(*sizes)[1]
     for threads in args.torch_threads:
-        runners[f"torch/{threads}"] = torch_trainer(*sizes, threads)
+        runners[f"torch/{threads}"] = torch_trainer(args.cell, *sizes, threads)
     rates = {name: [] for name in runners}
     for repeat in range(args.repeats + 1):  # the first round warms caches and thread pools
         for name, run in runners.items():
@@ -158,6 +163,7 @@ def compare(args, steps: int, block: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small smoke run")
+    parser.add_argument("--cell", choices=["lstm", "gru"], default="lstm")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--layers", type=int, default=2)
@@ -173,9 +179,10 @@ def main() -> None:
 
     print(f"# {platform.machine()}, {os.cpu_count()} CPUs, jax {jax.__version__}, "
           f"torch {torch.__version__}")  # fmt: skip
-    print(f"# batch {args.batch}, {args.layers} layers x {args.hidden} hidden, {FEATURES} "
-          f"features, Adam, best of {args.repeats} blocks")  # fmt: skip
-    names = ["climml", "jax-scan"] + [f"torch/{t}" for t in args.torch_threads]
+    print(f"# {args.cell}, batch {args.batch}, {args.layers} layers x {args.hidden} hidden, "
+          f"{FEATURES} features, Adam, best of {args.repeats} blocks")  # fmt: skip
+    names = ["climml"] + ["jax-scan"] * (args.cell == "lstm")
+    names += [f"torch/{t}" for t in args.torch_threads]
     header = " ".join(f"{n + ' seq/s':>15}" for n in names)
     print(f"{'steps':>6} {header} {'ratio':>7} {'vs':>8} {'compile s':>10}")
     for steps in args.steps:

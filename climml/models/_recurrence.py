@@ -48,8 +48,12 @@ from jax.custom_derivatives import SymbolicZero
 Carry = tuple[jax.Array, ...]
 """Recurrent state: ``(h,)`` for rnn and gru, ``(h, c)`` for lstm; each ``(B, H)``."""
 
-KEEP_BYTES = 8 * 2**20
-"""Largest pre-activation buffer (bytes) kept from the forward for the backward pass."""
+KEEP_BYTES = 4 * 2**20
+"""Largest pre-activation buffer (bytes) per layer kept from the forward for the backward pass.
+
+Set for CPU: glibc hands blocks over 32 MB back to the kernel, so a train step whose temporaries
+pass that pays page faults on every call. A 2-layer LSTM (batch 64, 64 units) keeping 8 MB per
+layer at 128 steps ran 1.5x slower than chunking (benchmarks/RESULTS.md)."""
 
 CHUNK_BYTES = 2 * 2**20
 """Size (bytes) of one chunk's pre-activations when they are recomputed instead of kept."""
