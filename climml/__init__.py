@@ -1,9 +1,12 @@
 """climml: a JAX/Flax toolkit for climate machine learning.
 
-import climml as cm
-ds = cm.data.synthetic.enso(n_months=600, seed=0)
-cfg = cm.config.load("configs/quickstart.yaml", overrides=["train.epochs=2"])
-result = cm.run(cfg, workdir="runs/quick")
+Example::
+
+    import climml as cm
+
+    ds = cm.data.synthetic.enso(n_months=600, seed=0)
+    cfg = cm.config.load("configs/quickstart.yaml", overrides=["train.epochs=2"])
+    result = cm.run(cfg, workdir="runs/quick")
 """
 
 from climml import config, data, errors, explain, metrics, models
