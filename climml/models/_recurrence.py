@@ -19,7 +19,9 @@ to one)::
   recurrent matmul and the gate arithmetic;
 * the forward pass keeps each step's *pre-activations* (``xw + hw``), so the reverse loop needs
   one matmul per step (``d hw @ w_rec.T``) and no recomputation;
-* the weight gradients are single matmuls over many steps, not one per step.
+* the weight gradients are single matmuls over many steps, not one per step;
+* the LSTM's step backward is derived by hand (:func:`lstm_backprop`); other cells use autodiff
+  of their elementwise step.
 
 Memory decides one thing. Kept pre-activations cost ``T x B x G*H`` floats; past
 :data:`KEEP_BYTES` the sequence is processed in chunks of steps instead, and the backward pass
