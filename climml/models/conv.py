@@ -5,12 +5,12 @@ large convolutions that path is slow in the weight gradient: on a 2-core AVX-512
 32->64 channel conv on 8x128x128 ran forward + backward at 83 GFLOP/s (weight gradient alone
 46 GFLOP/s) against a 440 GFLOP/s float32 matmul; compiled with YNNPACK limited to elementwise
 fusions (:data:`CPU_CONV_OPTIONS`), XLA's Eigen convolutions ran it at 213 GFLOP/s (weight
-gradient 160). But the option is not a general win: it is slower for small convolutions
-(<= 32x32 grids) and a whole U-Net training step came out between 0.6x and 1.1x of the default
-on a shared, busy CPU, where the default was already 1.4-2.8x faster than PyTorch
-(``benchmarks/RESULTS.md``). So climml compiles with XLA's defaults, and :func:`jit` offers
-the option for conv-heavy programs on large grids, to be kept when ``benchmarks/unet.py`` shows
-it wins on the machine at hand. Two matmul formulations (an im2col ``custom_vjp`` and
+gradient 160). But the option is not a general win for a whole network. On an idle machine a
+U-Net training step with it ran 1.07x the default at 128x128, equal at 64x64 and 0.87x at
+32x32 (``benchmarks/RESULTS.md``); neither path reaches PyTorch's oneDNN convolutions there
+(climml 0.52-0.73x). So climml compiles with XLA's defaults, and :func:`jit` offers the option
+for conv-heavy programs on large grids, to be kept when ``benchmarks/unet.py`` shows it wins on
+the machine at hand. Two matmul formulations (an im2col ``custom_vjp`` and
 ``conv_general_dilated_patches`` + dot) were measured and lost to both paths (17-45 GFLOP/s for
 the weight gradient: building the 9x larger patch tensor costs more than the matmul saves).
 
