@@ -19,6 +19,7 @@ import xarray as xr
 from climml import metrics as cm_metrics
 from climml.models.linear import check_baseline, make_baseline
 from climml.tasks._check import check_names
+from climml.tasks._collect import collect
 
 SCORES: dict[str, Callable[..., Any]] = {
     "rmse": cm_metrics.rmse,
@@ -60,7 +61,7 @@ def forecast_and_score(exp: Any, model: Any) -> tuple[xr.Dataset, dict]:
         make_baseline(name, exp.spec, cfg.data.leads).fit(train.epoch(0))  # a fresh pass each
         for name in cfg.eval.baselines
     ]
-    outputs = collect(exp.loader(cfg.eval.split), predictors)
+    outputs = collect(exp.loader(cfg.eval.split), {p.name: p.predict for p in predictors})
     target = cfg.data.target
     observed = np.where(outputs["valid"] > 0, outputs["observed"], np.nan)
     obs_anom = exp.normalizer.invert(observed, target, add_mean=False)
@@ -79,20 +80,8 @@ def forecast_and_score(exp: Any, model: Any) -> tuple[xr.Dataset, dict]:
 
 def predict(exp: Any, model: Any, split: str) -> xr.Dataset:
     """The model's forecasts for ``split`` in physical units (no scoring)."""
-    outputs = collect(exp.loader(split), [model])
+    outputs = collect(exp.loader(split), {model.name: model.predict})
     return to_dataset(exp, {model.name: outputs[model.name]}, outputs["anchor"])
-
-
-def collect(loader: Any, predictors: Sequence[Any]) -> dict[str, np.ndarray]:
-    """Run every predictor over ``loader`` once; padding dropped; arrays ``(N, L, *target)``."""
-    parts: dict[str, list[np.ndarray]] = {}
-    for batch in loader.epoch(0):
-        keep = np.asarray(batch.weight) > 0
-        fields = {"observed": batch.y, "valid": batch.y_valid, "anchor": batch.anchor}
-        fields.update({p.name: p.predict(batch) for p in predictors})
-        for name, value in fields.items():
-            parts.setdefault(name, []).append(np.asarray(value)[keep])
-    return {name: np.concatenate(chunks) for name, chunks in parts.items()}
 
 
 def score_by_lead(

@@ -19,6 +19,7 @@ import xarray as xr
 from climml import metrics as cm_metrics
 from climml.errors import ConfigError, expected
 from climml.tasks._check import check_names
+from climml.tasks._collect import collect
 
 METRICS = ("iou", "mean_iou", "precision", "recall", "accuracy", "confusion_matrix")
 BASELINES = ("majority",)
@@ -37,12 +38,10 @@ def evaluate(exp: Any, model: Any, workdir: Path) -> dict:
     cfg = exp.cfg
     k = cfg.data.num_classes
     names = class_names(exp.raw[cfg.data.target], k)
-    predictors: dict[str, Callable[[Any], np.ndarray]] = {
-        model.name: lambda batch: np.argmax(model.predict(batch), axis=-1)
-    }
+    predictors: dict[str, Callable[[Any], np.ndarray]] = {model.name: _classes(model)}
     if "majority" in cfg.eval.baselines:
         majority = majority_class(exp.loader("train").epoch(0), k)
-        predictors["majority"] = lambda batch: np.full(np.shape(batch.y), majority)
+        predictors["majority"] = lambda batch: np.full(np.shape(batch.y), majority, np.int8)
     masks = collect(exp.loader(cfg.eval.split), predictors)
     observed = np.where(masks["valid"] > 0, masks["observed"], -1).astype(np.int8)
     scores = {
@@ -65,8 +64,13 @@ def evaluate(exp: Any, model: Any, workdir: Path) -> dict:
 
 def predict(exp: Any, model: Any, split: str) -> xr.Dataset:
     """The model's class masks (argmax of its logits) for ``split``."""
-    masks = collect(exp.loader(split), {model.name: lambda b: np.argmax(model.predict(b), axis=-1)})
+    masks = collect(exp.loader(split), {model.name: _classes(model)})
     return to_dataset(exp, {model.name: masks[model.name]}, masks["anchor"])
+
+
+def _classes(model: Any) -> Callable[[Any], np.ndarray]:
+    """``batch -> (B, L, *grid)`` int8 class mask: the argmax of the model's logits."""
+    return lambda batch: np.argmax(model.predict(batch), axis=-1).astype(np.int8)
 
 
 def class_names(target: xr.DataArray, num_classes: int) -> list[str]:
@@ -85,20 +89,6 @@ def majority_class(batches: Any, num_classes: int) -> int:
         labels = np.asarray(batch.y)[valid].astype(np.int64)
         counts += np.bincount(labels[(labels >= 0) & (labels < num_classes)], minlength=num_classes)
     return int(np.argmax(counts))
-
-
-def collect(
-    loader: Any, predictors: dict[str, Callable[[Any], np.ndarray]]
-) -> dict[str, np.ndarray]:
-    """Class masks of every predictor over ``loader`` (padding dropped), ``(N, L, *grid)`` int8."""
-    parts: dict[str, list[np.ndarray]] = {}
-    for batch in loader.epoch(0):
-        keep = np.asarray(batch.weight) > 0
-        fields = {"observed": batch.y, "valid": batch.y_valid, "anchor": batch.anchor}
-        fields |= {name: predict(batch).astype(np.int8) for name, predict in predictors.items()}
-        for name, value in fields.items():
-            parts.setdefault(name, []).append(np.asarray(value)[keep])
-    return {name: np.concatenate(chunks) for name, chunks in parts.items()}
 
 
 def class_scores(

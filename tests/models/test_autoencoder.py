@@ -105,8 +105,8 @@ def test_reconstruction_error_flags_injected_anomalies():
     assert excess[5:8, 20:24].sum() > 0.5 * excess.clip(0).sum()
 
 
+@pytest.mark.filterwarnings("ignore:Natural Earth coastlines are not on disk:UserWarning")
 def test_reconstruction_run_writes_error_maps(tmp_path):
-    import warnings
 
     import xarray as xr
 
@@ -122,11 +122,7 @@ def test_reconstruction_run_writes_error_maps(tmp_path):
         "output.progress=false",
     ]
     cfg = config.load("configs/autoencoder.yaml", overrides=overrides)
-    with warnings.catch_warnings():
-        warnings.simplefilter(
-            "ignore", UserWarning
-        )  # "no coastlines" where Natural Earth is absent
-        result = pipeline.run(cfg, tmp_path / "run")
+    result = pipeline.run(cfg, tmp_path / "run")
     assert set(result.metrics) == {"model", "climatology"}
     ds = xr.open_zarr(tmp_path / "run" / "predictions.zarr").load()
     np.testing.assert_allclose(ds["error"], (ds["model"] - ds["observed"]) ** 2, rtol=1e-6)

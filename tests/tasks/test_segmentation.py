@@ -140,15 +140,12 @@ SMALL_RUN = [
 ]
 
 
+@pytest.mark.filterwarnings("ignore:Natural Earth coastlines are not on disk:UserWarning")
 def test_segmentation_run_writes_scores_masks_and_map(tmp_path):
     from climml import config, pipeline
 
     cfg = config.load("configs/unet_extremes.yaml", overrides=SMALL_RUN)
-    with warnings.catch_warnings():
-        warnings.simplefilter(
-            "ignore", UserWarning
-        )  # "no coastlines" where Natural Earth is absent
-        result = pipeline.run(cfg, tmp_path / "run")
+    result = pipeline.run(cfg, tmp_path / "run")
     m = result.metrics
     assert set(m) == {"model", "majority"}
     names = ["background", "tropical_cyclone", "atmospheric_river"]
