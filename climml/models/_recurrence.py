@@ -47,6 +47,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.custom_derivatives import SymbolicZero
 
+from climml import native
+
 Carry = tuple[jax.Array, ...]
 """Recurrent state: ``(h,)`` for rnn and gru, ``(h, c)`` for lstm; each ``(B, H)``."""
 
@@ -405,5 +407,11 @@ def scan_cell(
     if reverse:  # a reversed sequence through the forward machinery, then flipped back
         x = jnp.flip(x, 0)
         mask = None if mask is None else jnp.flip(mask, 0)
-    ys, last = _layer(cell, plan, unroll, x, (w_in, b_in, w_rec, b_rec), mask)
+    params = (w_in, b_in, w_rec, b_rec)
+    if cell == "lstm" and native.lstm_supported(x.dtype, w_rec.shape[0]):
+        from climml.models._native_lstm import native_lstm_layer
+
+        ys, last = native_lstm_layer(x, params, mask)
+    else:
+        ys, last = _layer(cell, plan, unroll, x, params, mask)
     return (jnp.flip(ys, 0) if reverse else ys), last
