@@ -28,9 +28,7 @@ def _valid(x: jax.Array, mask: jax.Array | None) -> jax.Array:
 
 def _run(x, params, mask):
     w_in, b_in, w_rec, b_rec = params
-    # Both biases fold into the projection: one pass over (T, B, 4H) instead of one per step.
-    xw = x @ w_in + (b_in + b_rec)
-    hs, cs, acts = native.lstm_forward(xw, w_rec, _valid(x, mask))
+    hs, cs, acts = native.lstm_forward(x, w_in, b_in + b_rec, w_rec, _valid(x, mask))
     ys = hs if mask is None else jnp.where(mask, hs, 0.0)
     return (ys, hs[-1]), (hs, cs, acts)
 
@@ -45,16 +43,33 @@ def native_lstm_layer(x: jax.Array, params: tuple, mask: jax.Array | None):
 
 
 def _fwd(x, params, mask):
+    # symbolic_zeros: inputs arrive wrapped (CustomVJPPrimal) with a ``perturbed`` flag; the
+    # input cotangent is skipped when nothing differentiates with respect to x (the data).
+    # (A residual must be an array or None, so the flag travels as "w_in or None".)
+    wants_dx = x.perturbed
     x, params, mask = jax.tree.map(lambda p: p.value, (x, params, mask))
     outputs, (hs, cs, acts) = _run(x, params, mask)
-    return outputs, (x, params, mask, hs, cs, acts)
+    return outputs, (x, params, mask, hs, cs, acts, params[0] if wants_dx else None)
+
+
+def _input_cotangent(d_x, d_z, w_in, wants_dx: bool):
+    """``d_z @ w_in.T`` unless the kernel made it already or nobody wants it (then ``None``)."""
+    if not wants_dx or d_x is not None:
+        return d_x
+    return d_z @ w_in.T
 
 
 def _bwd(residuals, cotangents):
-    x, (w_in, _, w_rec, _), mask, hs, cs, acts = residuals
+    x, (w_in, _, w_rec, _), mask, hs, cs, acts, w_in_if_dx = residuals
+    wants_dx = w_in_if_dx is not None
     # Unread outputs arrive as symbolic zeros: the kernel skips them instead of adding zeros.
     d_ys, d_last = (None if isinstance(c, SymbolicZero) else c for c in cotangents)
-    d_z = native.lstm_backward(acts, cs, w_rec, _valid(x, mask), d_ys, d_last)
+    # The kernel computes d_x row by row beside d_z (cheaper than a separate (T*B, 4H) x (4H, F)
+    # matmul) when F fits its 16-float vectors.
+    in_kernel = wants_dx and w_in.shape[0] % native.LANES == 0
+    d_z, d_x = native.lstm_backward(
+        acts, cs, w_rec, _valid(x, mask), d_ys, d_last, w_in if in_kernel else None
+    )
     d_b = d_z.sum(axis=(0, 1))
     grads = (
         _flat(x).T @ _flat(d_z),
@@ -63,7 +78,7 @@ def _bwd(residuals, cotangents):
         d_b,
     )
     d_mask = None if mask is None else np.zeros(mask.shape, jax.dtypes.float0)
-    return d_z @ w_in.T, grads, d_mask
+    return _input_cotangent(d_x, d_z, w_in, wants_dx), grads, d_mask
 
 
 native_lstm_layer.defvjp(_fwd, _bwd, symbolic_zeros=True)

@@ -35,11 +35,13 @@ def _f32(*shape: int) -> jax.ShapeDtypeStruct:
     return jax.ShapeDtypeStruct(shape, jnp.float32)
 
 
-def lstm_forward(xw: jax.Array, w_rec: jax.Array, valid: jax.Array):
+def lstm_forward(x, w_in, bias, w_rec, valid):
     """Run the LSTM over time from the zero state.
 
     Args:
-      xw: ``(T, B, 4H)`` input projection plus both biases (gate blocks i, f, g, o).
+      x: ``(T, B, F)`` inputs, time-major.
+      w_in: ``(F, 4H)`` input kernel (gate blocks i, f, g, o).
+      bias: ``(4H,)`` the sum of both biases.
       w_rec: ``(H, 4H)`` recurrent kernel.
       valid: ``(T, B)`` booleans, False at padded steps (state carried, gates unused).
 
@@ -48,31 +50,40 @@ def lstm_forward(xw: jax.Array, w_rec: jax.Array, valid: jax.Array):
       activations ``(T, B, 4H)`` the backward pass needs.
     """
     _require()
-    steps, batch, _ = xw.shape
+    steps, batch, _ = x.shape
     hidden = w_rec.shape[0]
     call = jax.ffi.ffi_call(
         "climml_lstm_forward",
-        (_f32(steps, batch, hidden), _f32(steps, batch, hidden), _f32(*xw.shape)),
+        (_f32(steps, batch, hidden), _f32(steps, batch, hidden), _f32(steps, batch, w_rec.shape[1])),
         vmap_method="sequential",
     )
-    return call(xw, w_rec, valid.astype(jnp.uint8))
+    return call(x, w_in, bias, w_rec, valid.astype(jnp.uint8))
 
 
-def lstm_backward(acts, cs, w_rec, valid, d_hs=None, d_last=None) -> jax.Array:
-    """Cotangent ``(T, B, 4H)`` of the pre-activations (``xw`` and ``h @ w_rec``).
+def lstm_backward(acts, cs, w_rec, valid, d_hs=None, d_last=None, w_in=None):
+    """Backpropagation through time: ``(d_z, d_x)``.
 
     ``acts``, ``cs``, ``valid`` as from :func:`lstm_forward`; ``d_hs`` ``(T, B, H)`` is the
     cotangent of the per-step states and ``d_last`` ``(B, H)`` that of the final one; ``None``
-    for either means zero (an unread output), and no zero array is built for it.
+    for either means zero (an unread output), and no zero array is built for it. ``d_z``
+    ``(T, B, 4H)`` is the cotangent of the pre-activations (of ``x @ w_in`` and of ``h @ w_rec``).
+    With ``w_in`` ``(F, 4H)`` (``F`` a multiple of 16) the kernel also returns the input
+    cotangent ``d_x = d_z @ w_in.T`` ``(T, B, F)``; without it ``d_x`` is ``None``.
     """
     _require()
     empty = jnp.zeros((0,), jnp.float32)
-    call = jax.ffi.ffi_call("climml_lstm_backward", _f32(*acts.shape), vmap_method="sequential")
-    return call(
+    steps, batch, _ = acts.shape
+    d_x_shape = (0,) if w_in is None else (steps, batch, w_in.shape[0])
+    call = jax.ffi.ffi_call(
+        "climml_lstm_backward", (_f32(*acts.shape), _f32(*d_x_shape)), vmap_method="sequential"
+    )
+    d_z, d_x = call(
         acts,
         cs,
         w_rec.T,
+        empty if w_in is None else w_in.T,
         valid.astype(jnp.uint8),
         empty if d_hs is None else d_hs,
         empty if d_last is None else d_last,
     )
+    return d_z, (None if w_in is None else d_x)

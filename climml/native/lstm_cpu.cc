@@ -10,11 +10,11 @@
 // the weight gradients stay in XLA (batched matmuls outside the loop).
 //
 // Layouts (row-major, time-major, gate blocks i, f, g, o as in PyTorch):
-//   xw    (T, B, 4H)  input projection plus both biases
+//   x     (T, B, F)   inputs;  w_in (F, 4H) input kernel;  b (4H) both biases
 //   w     (H, 4H)     recurrent kernel;  wt (4H, H) its transpose
 //   valid (T, B)      uint8, 0 at padded steps (the state is carried, the output is zero)
 //   hs, cs (T, B, H)  state after each step;  acts (T, B, 4H) gate activations
-//   dz    (T, B, 4H)  cotangent of the pre-activations (of xw, and of h @ w)
+//   dz    (T, B, 4H)  cotangent of the pre-activations (of x @ w_in, and of h @ w)
 // H must be a multiple of 16 (one 16-float vector); the Python side checks.
 
 #include <algorithm>
@@ -24,6 +24,7 @@
 #include <functional>
 #include <cstdlib>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "xla/ffi/api/ffi.h"
@@ -48,6 +49,15 @@ inline vec load(const float* p) {
 inline void store(float* p, vec v) { std::memcpy(p, &v, sizeof v); }
 
 inline vec splat(float x) { return vec{} + x; }
+
+// Keeps loaded vectors in registers: without this GCC re-reads each one from memory as an FMA
+// operand for every row of a tile, and the loads, not the FMAs, set the pace.
+inline void in_register(vec& v) { asm volatile("" : "+v"(v)); }
+
+template <typename... V>
+inline void in_registers(V&... v) {
+  (in_register(v), ...);
+}
 
 // tanh as Eigen's (and XLA:CPU's) rational approximation: odd degree-13 over even degree-6
 // polynomial on [-7.9988, 7.9988], where float tanh saturates; error ~1 ulp.
@@ -93,195 +103,229 @@ struct ForkJoin {
   }
 };
 
-// Largest number of parts to split a call into: XLA's pool size, capped by CLIMML_NATIVE_THREADS.
-int max_parts(ffi::ThreadPool& pool) {
+// Threads to use: XLA's pool size, capped by CLIMML_NATIVE_THREADS.
+int max_threads(ffi::ThreadPool& pool) {
   int threads = static_cast<int>(std::max<int64_t>(1, pool.num_threads()));
   if (const char* env = std::getenv("CLIMML_NATIVE_THREADS"))
     threads = std::max(1, std::min(threads, std::atoi(env)));
   return threads;
 }
 
-void parallel_for(ffi::ThreadPool& pool, int parts, std::function<void(int)> fn) {
+// Runs fn(0) ... fn(parts - 1) on the caller and up to `threads - 1` pool threads. Parts are
+// claimed one at a time, so the caller starts at once and a pool thread that wakes late (tens of
+// microseconds) simply takes fewer of them.
+void parallel_for(ffi::ThreadPool& pool, int threads, int parts, std::function<void(int)> fn) {
   auto job = std::make_shared<ForkJoin>();
   job->fn = std::move(fn);
   job->parts = parts;
-  for (int p = 1; p < parts; ++p) pool.Schedule([job] { job->drain(); });
+  for (int p = 1; p < std::min(threads, parts); ++p) pool.Schedule([job] { job->drain(); });
   job->drain();
   while (job->done.load(std::memory_order_acquire) != parts) __builtin_ia32_pause();
 }
 
-// Splits `rows` into at most `parts` contiguous ranges of whole 4-row tiles.
-struct RowSplit {
-  int parts, per_part;
-  RowSplit(int rows, int max_parts) {
-    const int tiles = (rows + 3) / 4;
-    parts = std::max(1, std::min(max_parts, tiles));
-    per_part = (tiles + parts - 1) / parts * 4;
-    parts = (rows + per_part - 1) / per_part;
-  }
-  int begin(int p) const { return p * per_part; }
-  int end(int p, int rows) const { return std::min(rows, (p + 1) * per_part); }
+// Rows in tiles of 4 (the register tile), the last tile possibly shorter: the units of work.
+struct RowTiles {
+  int rows;
+  int count() const { return (rows + 3) / 4; }
+  int begin(int tile) const { return 4 * tile; }
+  int end(int tile) const { return std::min(rows, 4 * tile + 4); }
 };
 
 // ---------------------------------------------------------------------------------------------
-// Forward: R rows x 16 units x 4 gates per tile.
+// out[r, n0:n0+16*NV] (+)= a[r, :K] @ m[:K, n0:n0+16*NV] for R rows: the accumulators stay in
+// registers while k runs, one vector load of m per k and column vector.
 
-template <int R>
-void forward_tile(const float* xw, const float* h_prev, const float* c_prev, const float* w,
-                  const uint8_t* valid, float* h, float* c, float* acts, int H, int u) {
-  const int G = 4 * H;
-  vec acc[R][4];
+template <int R, int NV>
+void matmul_block(int K, const float* a, int lda, const float* m, int ldm, float* out, int ldo,
+                  bool accumulate) {
+  vec acc[R][NV];
   for (int r = 0; r < R; ++r)
-    for (int q = 0; q < 4; ++q) acc[r][q] = load(xw + r * G + q * H + u);
-  if (h_prev != nullptr) {
-    for (int k = 0; k < H; ++k) {
-      const float* wk = w + k * G + u;
-      const vec w0 = load(wk), w1 = load(wk + H), w2 = load(wk + 2 * H), w3 = load(wk + 3 * H);
-      for (int r = 0; r < R; ++r) {
-        const float a = h_prev[r * H + k];
-        acc[r][0] += a * w0;
-        acc[r][1] += a * w1;
-        acc[r][2] += a * w2;
-        acc[r][3] += a * w3;
-      }
+    for (int j = 0; j < NV; ++j) acc[r][j] = accumulate ? load(out + r * ldo + j * kLanes) : vec{};
+  for (int k = 0; k < K; ++k) {
+    vec mk[NV];
+    for (int j = 0; j < NV; ++j) {
+      mk[j] = load(m + k * ldm + j * kLanes);
+      in_registers(mk[j]);
+    }
+    for (int r = 0; r < R; ++r) {
+      const float x = a[r * lda + k];
+      for (int j = 0; j < NV; ++j) acc[r][j] += x * mk[j];
     }
   }
-  for (int r = 0; r < R; ++r) {
-    const vec cp = c_prev ? load(c_prev + r * H + u) : vec{};
-    float* act = acts + r * G + u;
-    if (!valid[r]) {  // padded step: carry the state, gates unused by the backward pass
-      store(c + r * H + u, cp);
-      store(h + r * H + u, h_prev ? load(h_prev + r * H + u) : vec{});
-      for (int q = 0; q < 4; ++q) store(act + q * H, vec{});
-      continue;
-    }
-    const vec i = sigmoid_v(acc[r][0]), f = sigmoid_v(acc[r][1]);
-    const vec g = tanh_v(acc[r][2]), o = sigmoid_v(acc[r][3]);
-    const vec cn = f * cp + i * g;
-    store(act, i);
-    store(act + H, f);
-    store(act + 2 * H, g);
-    store(act + 3 * H, o);
-    store(c + r * H + u, cn);
-    store(h + r * H + u, o * tanh_v(cn));
-  }
+  for (int r = 0; r < R; ++r)
+    for (int j = 0; j < NV; ++j) store(out + r * ldo + j * kLanes, acc[r][j]);
 }
 
+// The same over all N columns (N a multiple of 16), four vectors at a time.
 template <int R>
-void forward_rows(int row, int T, int B, int H, const float* xw, const float* w,
-                  const uint8_t* valid, float* hs, float* cs, float* acts) {
-  const int G = 4 * H;
-  for (int t = 0; t < T; ++t) {
-    const size_t s = static_cast<size_t>(t) * B + row;
-    const float* h_prev = t ? hs + (s - B) * H : nullptr;
-    const float* c_prev = t ? cs + (s - B) * H : nullptr;
-    for (int u = 0; u < H; u += kLanes)
-      forward_tile<R>(xw + s * G, h_prev, c_prev, w, valid + s, hs + s * H, cs + s * H,
-                      acts + s * G, H, u);
-  }
-}
-
-// A row range: 4-row tiles, then 1-row tiles for the remainder. Each tile runs all T steps
-// before the next tile starts, so its state stays in cache; rows never read other rows.
-void forward_range(int lo, int hi, int T, int B, int H, const float* xw, const float* w,
-                   const uint8_t* valid, float* hs, float* cs, float* acts) {
-  int row = lo;
-  for (; row + 4 <= hi; row += 4) forward_rows<4>(row, T, B, H, xw, w, valid, hs, cs, acts);
-  for (; row < hi; ++row) forward_rows<1>(row, T, B, H, xw, w, valid, hs, cs, acts);
+void matmul_rows(int K, int N, const float* a, int lda, const float* m, float* out, int ldo,
+                 bool accumulate) {
+  int n = 0;
+  for (; n + 4 * kLanes <= N; n += 4 * kLanes)
+    matmul_block<R, 4>(K, a, lda, m + n, N, out + n, ldo, accumulate);
+  for (; n < N; n += kLanes) matmul_block<R, 1>(K, a, lda, m + n, N, out + n, ldo, accumulate);
 }
 
 // ---------------------------------------------------------------------------------------------
-// Backward. Per step and row tile: gate cotangents from the kept activations (elementwise), then
-// the state cotangent entering the step, dh_prev = dz @ w.T (R rows x H outputs, k over 4H).
+// Forward. Per step and tile of R rows x 16 units: the 4 gates' pre-activations accumulate in
+// registers (bias + x @ w_in + h_prev @ w), then the gate arithmetic runs on them. Doing the
+// input projection here rather than as one XLA matmul saves writing and re-reading (T, B, 4H).
+
+struct Forward {
+  int T, B, H, F;
+  const float* x;        // (T, B, F) inputs
+  const float* w_in;     // (F, 4H)
+  const float* b;        // (4H,) both biases
+  const float* w;        // (H, 4H)
+  const uint8_t* valid;  // (T, B)
+  float *hs, *cs, *acts;
+};
+
+// acc[r][q] += a[r, :K] @ m[:K, q*H + u : q*H + u + 16] for the four gate blocks q.
+template <int R>
+inline void gate_products(int K, const float* a, int lda, const float* m, int G, int u,
+                          vec (&acc)[R][4]) {
+  const int H = G / 4;
+  for (int k = 0; k < K; ++k) {
+    const float* mk = m + k * G + u;
+    vec m0 = load(mk), m1 = load(mk + H), m2 = load(mk + 2 * H), m3 = load(mk + 3 * H);
+    in_registers(m0, m1, m2, m3);
+    for (int r = 0; r < R; ++r) {
+      const float x = a[r * lda + k];
+      acc[r][0] += x * m0;
+      acc[r][1] += x * m1;
+      acc[r][2] += x * m2;
+      acc[r][3] += x * m3;
+    }
+  }
+}
 
 template <int R>
-void gate_cotangents(int H, const float* act, const float* c, const float* c_prev,
-                     const uint8_t* valid, const float* d_out, float* dh, float* dc, float* dz) {
-  const int G = 4 * H;
+void forward_tile(const Forward& f, size_t s, bool first, int u) {
+  const int H = f.H, G = 4 * H;
+  const float* x = f.x + s * f.F;
+  const float* h_prev = first ? nullptr : f.hs + (s - f.B) * H;
+  const float* c_prev = first ? nullptr : f.cs + (s - f.B) * H;
+  vec acc[R][4];
+  for (int q = 0; q < 4; ++q) {
+    const vec bias = load(f.b + q * H + u);
+    for (int r = 0; r < R; ++r) acc[r][q] = bias;
+  }
+  gate_products<R>(f.F, x, f.F, f.w_in, G, u, acc);
+  if (h_prev != nullptr) gate_products<R>(H, h_prev, H, f.w, G, u, acc);
   for (int r = 0; r < R; ++r) {
-    float* dzr = dz + r * G;
-    if (!valid[r]) {  // the state passed through: dh, dc unchanged, no gate cotangent
-      std::memset(dzr, 0, sizeof(float) * G);
+    const size_t row = s + r;
+    const vec cp = c_prev ? load(c_prev + r * H + u) : vec{};
+    float* act = f.acts + row * G + u;
+    float* h = f.hs + row * H + u;
+    float* c = f.cs + row * H + u;
+    if (!f.valid[row]) {  // padded step: carry the state; the backward ignores these gates
+      store(c, cp);
+      store(h, h_prev ? load(h_prev + r * H + u) : vec{});
+      for (int q = 0; q < 4; ++q) store(act + q * H, vec{});
       continue;
     }
-    for (int u = 0; u < H; u += kLanes) {
-      const float* a = act + r * G + u;
-      const vec i = load(a), f = load(a + H), g = load(a + 2 * H), o = load(a + 3 * H);
-      const vec cn = load(c + r * H + u);
-      const vec cp = c_prev ? load(c_prev + r * H + u) : vec{};
-      vec dhv = load(dh + r * H + u);
-      if (d_out) dhv += load(d_out + r * H + u);
-      const vec th = tanh_v(cn);
-      const vec dcv = load(dc + r * H + u) + dhv * o * (1.0f - th * th);
-      store(dzr + u, dcv * g * i * (1.0f - i));
-      store(dzr + H + u, dcv * cp * f * (1.0f - f));
-      store(dzr + 2 * H + u, dcv * i * (1.0f - g * g));
-      store(dzr + 3 * H + u, dhv * th * o * (1.0f - o));
-      store(dc + r * H + u, dcv * f);
-    }
+    const vec i = sigmoid_v(acc[r][0]), fg = sigmoid_v(acc[r][1]);
+    const vec g = tanh_v(acc[r][2]), o = sigmoid_v(acc[r][3]);
+    const vec cn = fg * cp + i * g;
+    store(act, i);
+    store(act + H, fg);
+    store(act + 2 * H, g);
+    store(act + 3 * H, o);
+    store(c, cn);
+    store(h, o * tanh_v(cn));
   }
 }
 
-// dh[r, u:u+16*NV] = (valid ? 0 : dh + d_out) + dz[r] @ wt[:, u:u+16*NV]
-template <int R, int NV>
-void state_cotangent(int H, const float* dz, const float* wt, const uint8_t* valid,
-                     const float* d_out, float* dh, int u) {
-  const int G = 4 * H;
-  vec acc[R][NV];
-  for (int r = 0; r < R; ++r)
-    for (int j = 0; j < NV; ++j) {
-      vec keep{};
-      if (!valid[r]) {
-        keep = load(dh + r * H + u + j * kLanes);
-        if (d_out) keep += load(d_out + r * H + u + j * kLanes);
-      }
-      acc[r][j] = keep;
+// One tile of rows through all T steps before the next tile starts, so its state stays in cache.
+template <int R>
+void forward_rows(const Forward& f, int row) {
+  for (int t = 0; t < f.T; ++t) {
+    const size_t s = static_cast<size_t>(t) * f.B + row;
+    for (int u = 0; u < f.H; u += kLanes) forward_tile<R>(f, s, t == 0, u);
+  }
+}
+
+void forward_range(const Forward& f, int lo, int hi) {
+  int row = lo;
+  for (; row + 4 <= hi; row += 4) forward_rows<4>(f, row);
+  for (; row < hi; ++row) forward_rows<1>(f, row);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backward. Per step and tile of rows: the gate cotangents from the kept activations
+// (elementwise), then the state cotangent entering the step, dh += dz @ w.T, and optionally the
+// input cotangent dx = dz @ w_in.T.
+
+struct Backward {
+  int T, B, H, F;
+  const float *acts, *cs;
+  const float* wt;       // (4H, H) recurrent kernel, transposed
+  const float* w_in_t;   // (4H, F) input kernel, transposed; null: no input cotangent
+  const uint8_t* valid;  // (T, B)
+  const float* d_hs;     // (T, B, H) cotangent of the outputs; null: unread
+  float *dh, *dc;        // (B, H) state cotangents, carried from step to step
+  float *dz, *dx;        // (T, B, 4H), (T, B, F)
+};
+
+// Gate cotangents of R rows at step s. Consumes dh of valid rows (zeroing it for the matmul to
+// accumulate into); at padded rows the state passed through, so dh and dc are left as they are.
+template <int R>
+void gate_cotangents(const Backward& b, size_t s, bool first, int row) {
+  const int H = b.H, G = 4 * H;
+  for (int r = 0; r < R; ++r) {
+    const size_t at = s + r;
+    float* dz = b.dz + at * G;
+    if (!b.valid[at]) {
+      std::memset(dz, 0, sizeof(float) * G);
+      continue;
     }
-  for (int k = 0; k < G; ++k) {
-    vec wk[NV];
-    for (int j = 0; j < NV; ++j) wk[j] = load(wt + k * H + u + j * kLanes);
-    for (int r = 0; r < R; ++r) {
-      const float a = dz[r * G + k];
-      for (int j = 0; j < NV; ++j) acc[r][j] += a * wk[j];
+    float* dh = b.dh + static_cast<size_t>(row + r) * H;
+    float* dc = b.dc + static_cast<size_t>(row + r) * H;
+    const float* a = b.acts + at * G;
+    const float* c = b.cs + at * H;
+    const float* c_prev = first ? nullptr : b.cs + (at - b.B) * H;
+    const float* d_out = b.d_hs ? b.d_hs + at * H : nullptr;
+    for (int u = 0; u < H; u += kLanes) {
+      const vec i = load(a + u), f = load(a + H + u), g = load(a + 2 * H + u);
+      const vec o = load(a + 3 * H + u);
+      const vec cp = c_prev ? load(c_prev + u) : vec{};
+      const vec dhv = d_out ? load(dh + u) + load(d_out + u) : load(dh + u);
+      const vec th = tanh_v(load(c + u));
+      const vec dcv = load(dc + u) + dhv * o * (1.0f - th * th);
+      store(dz + u, dcv * g * i * (1.0f - i));
+      store(dz + H + u, dcv * cp * f * (1.0f - f));
+      store(dz + 2 * H + u, dcv * i * (1.0f - g * g));
+      store(dz + 3 * H + u, dhv * th * o * (1.0f - o));
+      store(dc + u, dcv * f);
+      store(dh + u, vec{});
     }
   }
-  for (int r = 0; r < R; ++r)
-    for (int j = 0; j < NV; ++j) store(dh + r * H + u + j * kLanes, acc[r][j]);
 }
 
 template <int R>
-void backward_rows(int row, int T, int B, int H, const float* acts, const float* cs,
-                   const float* wt, const uint8_t* valid, const float* d_hs, float* dh, float* dc,
-                   float* dz) {
-  const int G = 4 * H;
-  for (int t = T - 1; t >= 0; --t) {
-    const size_t s = static_cast<size_t>(t) * B + row;
-    const float* d_out = d_hs ? d_hs + s * H : nullptr;
-    const float* c_prev = t ? cs + (s - B) * H : nullptr;
-    float* dh_r = dh + static_cast<size_t>(row) * H;
-    gate_cotangents<R>(H, acts + s * G, cs + s * H, c_prev, valid + s, d_out, dh_r,
-                       dc + static_cast<size_t>(row) * H, dz + s * G);
-    if (t == 0) break;  // the initial state is a constant: its cotangent is not needed
-    // The output at a padded step is zero, so its cotangent never reaches the state.
-    int u = 0;
-    for (; u + 4 * kLanes <= H; u += 4 * kLanes)
-      state_cotangent<R, 4>(H, dz + s * G, wt, valid + s, nullptr, dh_r, u);
-    for (; u < H; u += kLanes) state_cotangent<R, 1>(H, dz + s * G, wt, valid + s, nullptr, dh_r, u);
+void backward_rows(const Backward& b, int row) {
+  const int H = b.H, G = 4 * H;
+  for (int t = b.T - 1; t >= 0; --t) {
+    const size_t s = static_cast<size_t>(t) * b.B + row;
+    gate_cotangents<R>(b, s, t == 0, row);
+    const float* dz = b.dz + s * G;
+    if (b.w_in_t) matmul_rows<R>(G, b.F, dz, G, b.w_in_t, b.dx + s * b.F, b.F, false);
+    // The initial state is a constant: the cotangent entering step 0 is not needed.
+    if (t > 0) matmul_rows<R>(G, H, dz, G, b.wt, b.dh + static_cast<size_t>(row) * H, H, true);
   }
 }
 
-void backward_range(int lo, int hi, int T, int B, int H, const float* acts, const float* cs,
-                    const float* wt, const uint8_t* valid, const float* d_hs, float* dh, float* dc,
-                    float* dz) {
+void backward_range(const Backward& b, int lo, int hi) {
   int row = lo;
-  for (; row + 4 <= hi; row += 4)
-    backward_rows<4>(row, T, B, H, acts, cs, wt, valid, d_hs, dh, dc, dz);
-  for (; row < hi; ++row) backward_rows<1>(row, T, B, H, acts, cs, wt, valid, d_hs, dh, dc, dz);
+  for (; row + 4 <= hi; row += 4) backward_rows<4>(b, row);
+  for (; row < hi; ++row) backward_rows<1>(b, row);
 }
 
-ffi::Error check_hidden(int64_t H) {
-  if (H <= 0 || H % kLanes != 0)
-    return ffi::Error(ffi::ErrorCode::kInvalidArgument, "hidden size must be a multiple of 16");
+ffi::Error check_multiple(int64_t n, const char* what) {
+  if (n <= 0 || n % kLanes != 0)
+    return ffi::Error(ffi::ErrorCode::kInvalidArgument,
+                      std::string(what) + " must be a positive multiple of 16");
   return ffi::Error::Success();
 }
 
@@ -290,46 +334,60 @@ ffi::Error check_hidden(int64_t H) {
 // ---------------------------------------------------------------------------------------------
 // FFI handlers.
 
-static ffi::Error LstmForwardImpl(ffi::Buffer<ffi::F32> xw, ffi::Buffer<ffi::F32> w,
-                                  ffi::Buffer<ffi::U8> valid, ffi::ResultBuffer<ffi::F32> hs,
-                                  ffi::ResultBuffer<ffi::F32> cs,
+static ffi::Error LstmForwardImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w_in,
+                                  ffi::Buffer<ffi::F32> b, ffi::Buffer<ffi::F32> w,
+                                  ffi::Buffer<ffi::U8> valid,
+                                  ffi::ResultBuffer<ffi::F32> hs, ffi::ResultBuffer<ffi::F32> cs,
                                   ffi::ResultBuffer<ffi::F32> acts, ffi::ThreadPool pool) {
-  const auto dims = xw.dimensions();
-  const int T = dims[0], B = dims[1], H = w.dimensions()[0];
-  if (auto e = check_hidden(H); e.failure()) return e;
-  const RowSplit split(B, max_parts(pool));
-  parallel_for(pool, split.parts, [&](int p) {
-    forward_range(split.begin(p), split.end(p, B), T, B, H, xw.typed_data(), w.typed_data(),
-                  valid.typed_data(), hs->typed_data(), cs->typed_data(), acts->typed_data());
-  });
+  const auto dims = x.dimensions();
+  const Forward f{static_cast<int>(dims[0]),     static_cast<int>(dims[1]),
+                  static_cast<int>(w.dimensions()[0]), static_cast<int>(dims[2]),
+                  x.typed_data(), w_in.typed_data(), b.typed_data(),
+                  w.typed_data(), valid.typed_data(), hs->typed_data(), cs->typed_data(),
+                  acts->typed_data()};
+  if (auto e = check_multiple(f.H, "hidden size"); e.failure()) return e;
+  const RowTiles tiles{f.B};
+  parallel_for(pool, max_threads(pool), tiles.count(),
+               [&](int k) { forward_range(f, tiles.begin(k), tiles.end(k)); });
   return ffi::Error::Success();
 }
 
-// d_hs: (T, B, H) cotangent of the outputs, or empty when the outputs are unused; d_last: (B, H)
-// cotangent of the final state, or empty.
+// d_hs: (T, B, H) cotangent of the outputs, or empty when they are unread; d_last: (B, H)
+// cotangent of the final state, or empty; w_in_t: (4H, F) transposed input kernel, or empty when
+// the input cotangent dx (T, B, F) is not wanted (dx is then left unwritten, and should be empty).
 static ffi::Error LstmBackwardImpl(ffi::Buffer<ffi::F32> acts, ffi::Buffer<ffi::F32> cs,
-                                   ffi::Buffer<ffi::F32> wt, ffi::Buffer<ffi::U8> valid,
-                                   ffi::Buffer<ffi::F32> d_hs, ffi::Buffer<ffi::F32> d_last,
-                                   ffi::ResultBuffer<ffi::F32> dz, ffi::ThreadPool pool) {
+                                   ffi::Buffer<ffi::F32> wt, ffi::Buffer<ffi::F32> w_in_t,
+                                   ffi::Buffer<ffi::U8> valid, ffi::Buffer<ffi::F32> d_hs,
+                                   ffi::Buffer<ffi::F32> d_last, ffi::ResultBuffer<ffi::F32> dz,
+                                   ffi::ResultBuffer<ffi::F32> dx, ffi::ThreadPool pool) {
   const auto dims = cs.dimensions();
   const int T = dims[0], B = dims[1], H = dims[2];
-  if (auto e = check_hidden(H); e.failure()) return e;
+  if (auto e = check_multiple(H, "hidden size"); e.failure()) return e;
+  const bool want_dx = w_in_t.element_count() > 0;
+  const int F = want_dx ? static_cast<int>(w_in_t.dimensions()[1]) : 0;
+  if (want_dx) {
+    if (auto e = check_multiple(F, "input features"); e.failure()) return e;
+  }
   const size_t state = static_cast<size_t>(B) * H;
   std::vector<float> dh(state, 0.0f), dc(state, 0.0f);
   if (d_last.element_count() == state)
     std::memcpy(dh.data(), d_last.typed_data(), sizeof(float) * state);
-  const float* d_out = d_hs.element_count() == state * T ? d_hs.typed_data() : nullptr;
-  const RowSplit split(B, max_parts(pool));
-  parallel_for(pool, split.parts, [&](int p) {
-    backward_range(split.begin(p), split.end(p, B), T, B, H, acts.typed_data(), cs.typed_data(),
-                   wt.typed_data(), valid.typed_data(), d_out, dh.data(), dc.data(),
-                   dz->typed_data());
-  });
+  const Backward bw{T, B, H, F,
+                    acts.typed_data(), cs.typed_data(), wt.typed_data(),
+                    want_dx ? w_in_t.typed_data() : nullptr, valid.typed_data(),
+                    d_hs.element_count() == state * T ? d_hs.typed_data() : nullptr,
+                    dh.data(), dc.data(), dz->typed_data(),
+                    want_dx ? dx->typed_data() : nullptr};
+  const RowTiles tiles{B};
+  parallel_for(pool, max_threads(pool), tiles.count(),
+               [&](int k) { backward_range(bw, tiles.begin(k), tiles.end(k)); });
   return ffi::Error::Success();
 }
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(ClimmlLstmForward, LstmForwardImpl,
                               ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::U8>>()
@@ -343,8 +401,10 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(ClimmlLstmBackward, LstmBackwardImpl,
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::U8>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ctx<ffi::ThreadPool>());
