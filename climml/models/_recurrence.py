@@ -30,6 +30,12 @@ On CPU this is faster as well as smaller: XLA:CPU allocates a program's temporar
 call, and tens of megabytes of fresh pages cost more in page faults than the recomputation
 (benchmarks/RESULTS.md).
 
+On CPU, a float32 LSTM layer whose plan keeps its pre-activations (and whose hidden size is a
+multiple of 16) runs in climml's C++ kernel instead (:mod:`climml.models._native_lstm`,
+``climml/native/lstm_cpu.cc``): same equations and gradients, but each step is one fused pass per
+tile of batch rows, with the rows split across XLA's threads. XLA:CPU runs a scan body one small
+op at a time on one core, which the kernel avoids; set ``CLIMML_NATIVE=0`` to compare.
+
 Sequences of different lengths are padded to a common ``T`` and described by a mask: at a padded
 step the state is carried unchanged and the output is zero, so padding never changes what the
 model predicts. A reversed scan (the backward direction of a bidirectional layer) starts from the
@@ -48,6 +54,7 @@ import numpy as np
 from jax.custom_derivatives import SymbolicZero
 
 from climml import native
+from climml.models._native_lstm import native_lstm_layer
 
 Carry = tuple[jax.Array, ...]
 """Recurrent state: ``(h,)`` for rnn and gru, ``(h, c)`` for lstm; each ``(B, H)``."""
@@ -408,9 +415,9 @@ def scan_cell(
         x = jnp.flip(x, 0)
         mask = None if mask is None else jnp.flip(mask, 0)
     params = (w_in, b_in, w_rec, b_rec)
-    if cell == "lstm" and native.lstm_supported(x.dtype, w_rec.shape[0]):
-        from climml.models._native_lstm import native_lstm_layer
-
+    # The C++ kernel keeps every step's gates, so it takes the plans that keep; for longer
+    # sequences the chunked XLA path is faster on CPU (fresh pages cost more than recomputing).
+    if cell == "lstm" and plan.keep and native.lstm_supported(x.dtype, w_rec.shape[0]):
         ys, last = native_lstm_layer(x, params, mask)
     else:
         ys, last = _layer(cell, plan, unroll, x, params, mask)

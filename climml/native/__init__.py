@@ -11,6 +11,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from climml.errors import ConfigError, expected
 from climml.native import build
 
 LANES = 16
@@ -52,9 +53,11 @@ def lstm_forward(x, w_in, bias, w_rec, valid):
     _require()
     steps, batch, _ = x.shape
     hidden = w_rec.shape[0]
+    if hidden % LANES:
+        raise ConfigError(expected("hidden", f"a multiple of {LANES} units", hidden))
     call = jax.ffi.ffi_call(
         "climml_lstm_forward",
-        (_f32(steps, batch, hidden), _f32(steps, batch, hidden), _f32(steps, batch, w_rec.shape[1])),
+        (_f32(steps, batch, hidden), _f32(steps, batch, hidden), _f32(steps, batch, 4 * hidden)),
         vmap_method="sequential",
     )
     return call(x, w_in, bias, w_rec, valid.astype(jnp.uint8))

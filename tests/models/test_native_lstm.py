@@ -1,0 +1,189 @@
+"""The C++ LSTM kernel (climml.native) against the XLA path and the textbook equations."""
+
+import os
+import warnings
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import NamedSharding, PartitionSpec
+
+from climml import native
+from climml.errors import ConfigError
+from climml.models._native_lstm import native_lstm_layer
+from climml.models._recurrence import Plan, _layer, scan_cell
+from climml.native import build
+
+pytestmark = pytest.mark.skipif(not build.load(), reason=f"no native kernels: {build.reason}")
+
+T, B, H = 9, 13, 32  # 13 rows: three full 4-row tiles and a remainder row
+
+
+def _inputs(features: int, seed: int = 0, masked: bool = False):
+    keys = jax.random.split(jax.random.key(seed), 6)
+    x = jax.random.normal(keys[0], (T, B, features))
+    params = (
+        jax.random.normal(keys[1], (features, 4 * H)) / features**0.5,
+        0.3 * jax.random.normal(keys[2], (4 * H,)),
+        jax.random.normal(keys[3], (H, 4 * H)) / H**0.5,
+        0.3 * jax.random.normal(keys[4], (4 * H,)),
+    )
+    mask = None
+    if masked:
+        lengths = jax.random.randint(keys[5], (B,), 1, T + 1)
+        mask = (jnp.arange(T)[:, None] < lengths)[..., None]
+    return x, params, mask
+
+
+def _xla_layer(x, params, mask):
+    return _layer("lstm", Plan(x.shape[0], keep=True), 1, x, params, mask)
+
+
+def _close(a, b, rtol=2e-5):
+    for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_allclose(u, v, rtol=rtol, atol=rtol * float(jnp.abs(v).max()))
+
+
+def test_forward_matches_textbook_numpy():
+    """h_t, c_t from NumPy float64 equations (sigmoid gates i, f, o; tanh g), same weights."""
+    x, (w_in, b_in, w_rec, b_rec), _ = _inputs(5)
+    ys, last = jax.jit(native_lstm_layer)(x, (w_in, b_in, w_rec, b_rec), None)
+    sig = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
+    xs, wi, wr, b = (np.asarray(a, np.float64) for a in (x, w_in, w_rec, b_in + b_rec))
+    h, c = np.zeros((B, H)), np.zeros((B, H))
+    for t in range(T):
+        z = xs[t] @ wi + h @ wr + b
+        i, f, g, o = (
+            sig(z[:, :H]),
+            sig(z[:, H : 2 * H]),
+            np.tanh(z[:, 2 * H : 3 * H]),
+            sig(z[:, 3 * H :]),
+        )
+        c = f * c + i * g
+        h = o * np.tanh(c)
+        np.testing.assert_allclose(ys[t], h, atol=2e-6)
+    np.testing.assert_allclose(last, h, atol=2e-6)
+
+
+@pytest.mark.parametrize("features", [5, 16])  # 16: the input cotangent comes from the kernel
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_values_and_gradients_match_xla_path(features, masked, reverse):
+    x, params, mask = _inputs(features, seed=features, masked=masked)
+    d_ys = jax.random.normal(jax.random.key(7), (T, B, H))
+    d_last = jax.random.normal(jax.random.key(8), (B, H))
+
+    def loss(layer, x, params):
+        if reverse:
+            x, m = jnp.flip(x, 0), None if mask is None else jnp.flip(mask, 0)
+        else:
+            m = mask
+        ys, last = layer(x, params, m)
+        return jnp.sum(ys * d_ys) + jnp.sum(last * d_last), (ys, last)
+
+    grad = lambda layer: jax.jit(jax.grad(loss, (1, 2), has_aux=True), static_argnums=0)  # noqa: E731
+    ours, ours_out = grad(native_lstm_layer)(native_lstm_layer, x, params)
+    ref, ref_out = grad(_xla_layer)(_xla_layer, x, params)
+    _close((ours_out, ours), (ref_out, ref))
+
+
+@pytest.mark.parametrize("read", ["last", "sequence"])
+def test_unread_outputs_and_data_inputs(read):
+    """Symbolic-zero cotangents (many-to-one or many-to-many heads) and undifferentiated x."""
+    x, params, _ = _inputs(16, seed=3)
+
+    def loss(layer, params):
+        ys, last = layer(x, params, None)
+        return jnp.sum(last**2) if read == "last" else jnp.sum(jnp.sin(ys))
+
+    ours = jax.jit(jax.grad(loss, 1), static_argnums=0)(native_lstm_layer, params)
+    ref = jax.jit(jax.grad(loss, 1), static_argnums=0)(_xla_layer, params)
+    _close(ours, ref)
+
+
+def test_scan_cell_dispatch():
+    """scan_cell uses the kernel for kept plans (outputs equal to the kernel bit for bit)."""
+    x, params, mask = _inputs(16, seed=4, masked=True)
+    ys, last = scan_cell("lstm", x, *params, mask)
+    ys_k, last_k = native_lstm_layer(x, params, mask)
+    np.testing.assert_array_equal(ys, ys_k)
+    np.testing.assert_array_equal(last, last_k)
+    assert native.lstm_supported(jnp.float32, 32)
+    assert not native.lstm_supported(jnp.float32, 24)  # not a multiple of 16: XLA path
+    assert not native.lstm_supported(jnp.bfloat16, 32)
+
+
+def test_thread_count_does_not_change_results(monkeypatch):
+    """Rows are independent, so splitting them across threads is exact, not approximately so."""
+    x, params, _ = _inputs(16, seed=5)
+    step = jax.jit(jax.value_and_grad(lambda p: jnp.sum(native_lstm_layer(x, p, None)[0] ** 2)))
+    many = step(params)
+    monkeypatch.setenv("CLIMML_NATIVE_THREADS", "1")
+    one = jax.jit(
+        jax.value_and_grad(lambda p: jnp.sum(native_lstm_layer(x + 0.0, p, None)[0] ** 2))
+    )(params)
+    for a, b in zip(jax.tree.leaves(many), jax.tree.leaves(one), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_vmap_equals_loop():
+    x, params, _ = _inputs(5, seed=6)
+    xs = jnp.stack([x, 2 * x, -x])
+    batched = jax.vmap(lambda x: native_lstm_layer(x, params, None)[1])(xs)
+    for k in range(3):
+        np.testing.assert_allclose(batched[k], native_lstm_layer(xs[k], params, None)[1], atol=1e-6)
+
+
+def test_batch_sharded_over_devices_equals_one_device():
+    if len(jax.devices()) < 2:
+        pytest.skip("needs several (simulated) devices")
+    devices = np.array(jax.devices()[:4])
+    x, params, _ = _inputs(16, seed=9)
+    x = jnp.concatenate([x, x[:, :3]], axis=1)  # 16 rows, divisible by 4 devices
+    mesh = jax.sharding.Mesh(devices, ("batch",))
+    sharded = jax.device_put(x, NamedSharding(mesh, PartitionSpec(None, "batch")))
+    step = jax.jit(jax.grad(lambda p, x: jnp.sum(native_lstm_layer(x, p, None)[1] ** 2)))
+    _close(step(params, sharded), step(params, x), rtol=1e-5)
+
+
+def test_hidden_size_must_fit_vectors():
+    x, (w_in, b_in, _, b_rec), _ = _inputs(5)
+    with pytest.raises(ConfigError, match="hidden: expected a multiple of 16 units, found 24"):
+        native.lstm_forward(x, w_in[:, :96], b_in[:96], jnp.zeros((24, 96)), jnp.ones((T, B)))
+
+
+def test_failed_build_falls_back_and_leaves_nothing(tmp_path, monkeypatch):
+    """A source that does not compile: a warning naming the compiler error, no library, no temp
+    files, and ``load()`` False; the caller then uses the XLA path."""
+    bad = tmp_path / "bad.cc"
+    bad.write_text("this is not C++\n")
+    monkeypatch.setenv("CLIMML_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(build, "SOURCE", bad)
+    monkeypatch.setattr(build, "_loaded", None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert build.load() is False
+    assert "failed to build" in build.reason and "error" in build.reason
+    assert any("using the XLA path" in str(w.message) for w in caught)
+    assert list(Path(tmp_path / "cache").rglob("*")) == [Path(tmp_path / "cache" / "native")]
+
+
+def test_disabled_by_environment(monkeypatch):
+    monkeypatch.setenv("CLIMML_NATIVE", "0")
+    monkeypatch.setattr(build, "_loaded", None)
+    assert build.load() is False and "CLIMML_NATIVE=0" in build.reason
+    monkeypatch.setattr(build, "_loaded", None)
+    monkeypatch.delenv("CLIMML_NATIVE")
+    assert build.load() is True
+
+
+def test_cache_key_changes_with_source(tmp_path, monkeypatch):
+    src = tmp_path / "k.cc"
+    src.write_text("int a;\n")
+    monkeypatch.setattr(build, "SOURCE", src)
+    first = build._library_path(build._compiler())
+    src.write_text("int b;\n")
+    assert build._library_path(build._compiler()) != first
+    assert os.path.dirname(first) == os.path.dirname(build._library_path(build._compiler()))
