@@ -8,12 +8,15 @@ sequences per second, ``batch / seconds per step``, timed over blocks of steps t
 between the contenders (so load from other processes on a shared machine hits all alike); the
 best block of each is reported. The peer is torch at its best thread count.
 
-Contenders: ``climml`` (``climml.models.rnn`` over ``climml.models._recurrence``: hoisted input
-projection, custom-VJP backpropagation through time that keeps pre-activations or recomputes
-them per chunk, a hand-derived LSTM step backward, tanh-based gates); ``jax-scan`` (the textbook
-JAX LSTM a user would write: hoisted projection, ``jax.nn.sigmoid`` gates, ``lax.scan``,
-autodiff) to show what climml's own optimizations are worth; ``torch/N`` (``torch.nn.LSTM``
-eager, N threads). Compile time is XLA's for climml's train step (torch has none).
+Contenders: ``climml`` (``climml.models.rnn``; on CPU a float32 LSTM layer whose sequence fits
+the keep limit runs in climml's C++ kernel, ``climml/native/lstm_cpu.cc``: a fused pass per tile
+of batch rows and step, rows split across XLA's threads; longer sequences and the GRU run the
+XLA path of ``climml.models._recurrence``: hoisted input projection, custom-VJP
+backpropagation through time that keeps pre-activations or recomputes them per chunk);
+``climml-xla`` (the same model traced with the kernel disabled, LSTM only, to show what the
+kernel is worth); ``jax-scan`` (the textbook JAX LSTM a user would write: hoisted projection,
+``jax.nn.sigmoid`` gates, ``lax.scan``, autodiff); ``torch/N`` (``torch.nn.LSTM`` eager, N
+threads). Compile time is XLA's for climml's train step (torch has none).
 
     python benchmarks/rnn.py            # batch 64, 2 x 64 hidden, 32 and 256 steps
     python benchmarks/rnn.py --quick    # small smoke run
@@ -34,6 +37,7 @@ import optax
 import torch
 from flax import nnx
 
+from climml import native
 from climml.models.registry import IOSpec
 from climml.models.rnn import RecurrentConfig, build_rnn
 
@@ -143,7 +147,9 @@ def compare(args, steps: int, block: int) -> dict:
     sizes = (args.batch, steps, args.hidden, args.layers)
     compile_s, ours = climml_trainer(args.cell, *sizes)
     runners = {"climml": ours}
-    if args.cell == "lstm":  # the textbook contender is written for the LSTM only
+    if args.cell == "lstm":  # the kernel and the textbook contender are LSTM-only
+        with native.disabled():
+            runners["climml-xla"] = climml_trainer(args.cell, *sizes)[1]
         runners["jax-scan"] = plain_jax_trainer(*sizes)[1]
     for threads in args.torch_threads:
         runners[f"torch/{threads}"] = torch_trainer(args.cell, *sizes, threads)
@@ -181,7 +187,9 @@ def main() -> None:
           f"torch {torch.__version__}")  # fmt: skip
     print(f"# {args.cell}, batch {args.batch}, {args.layers} layers x {args.hidden} hidden, "
           f"{FEATURES} features, Adam, best of {args.repeats} blocks")  # fmt: skip
-    names = ["climml"] + ["jax-scan"] * (args.cell == "lstm")
+    kernel = "on" if native.build.load() else f"off ({native.build.reason})"
+    print(f"# climml's native CPU LSTM kernel: {kernel}")
+    names = ["climml"] + ["climml-xla", "jax-scan"] * (args.cell == "lstm")
     names += [f"torch/{t}" for t in args.torch_threads]
     header = " ".join(f"{n + ' seq/s':>15}" for n in names)
     print(f"{'steps':>6} {header} {'ratio':>7} {'vs':>8} {'compile s':>10}")

@@ -8,6 +8,9 @@ hidden size a multiple of 16, traced for the CPU backend, and a C++ compiler on 
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import jax
 import jax.numpy as jnp
 
@@ -16,11 +19,26 @@ from climml.native import build
 
 LANES = 16
 
+_disabled = 0
+
+
+@contextlib.contextmanager
+def disabled() -> Iterator[None]:
+    """Layers traced inside this block use the XLA path (to compare the two in one process;
+    ``CLIMML_NATIVE=0`` does the same for a whole process)."""
+    global _disabled
+    _disabled += 1
+    try:
+        yield
+    finally:
+        _disabled -= 1
+
 
 def lstm_supported(dtype, hidden: int) -> bool:
     """True when a float32 LSTM layer of ``hidden`` units traced now can run natively."""
     return (
-        jnp.dtype(dtype) == jnp.float32
+        not _disabled
+        and jnp.dtype(dtype) == jnp.float32
         and hidden % LANES == 0
         and jax.default_backend() == "cpu"
         and build.load()

@@ -113,6 +113,10 @@ def test_scan_cell_dispatch():
     assert native.lstm_supported(jnp.float32, 32)
     assert not native.lstm_supported(jnp.float32, 24)  # not a multiple of 16: XLA path
     assert not native.lstm_supported(jnp.bfloat16, 32)
+    with native.disabled():
+        assert not native.lstm_supported(jnp.float32, 32)
+        ys_xla, _ = scan_cell("lstm", x, *params, mask)
+    _close(ys_xla, ys)
 
 
 def test_thread_count_does_not_change_results(monkeypatch):
