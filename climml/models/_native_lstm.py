@@ -1,12 +1,23 @@
 """An LSTM layer whose recurrence runs in climml's C++ CPU kernel (:mod:`climml.native`).
 
 Same equations, weights, masks and outputs as the XLA path in :mod:`climml.models._recurrence`
-(which picks this one when :func:`climml.native.lstm_supported`), differentiated the same way:
-the kernel does the two loops over time, XLA does everything that is one matmul over all steps
-(the input projection, the weight gradients and the input cotangent).
+(which picks this one when :func:`climml.native.lstm_supported`), and the same memory policy:
+
+* a sequence whose gates fit the plan's keep limit runs forward once, keeping every step's gate
+  activations, and backward once;
+* a longer one keeps only the states ``h``, ``c`` of every step; the backward pass goes through
+  chunks of ``chunk`` steps from the last, re-running each chunk's forward from its kept initial
+  state to get its gates back, then its backward, and carries the state cotangent to the chunk
+  before. The recomputation costs one more forward pass and saves ``T x B x 4H`` floats, which
+  on CPU are fresh pages (page faults) on every call.
+
+The kernel does the loops over time, the input projection and the input cotangent; XLA does the
+weight gradients, each a single matmul over all the steps of a chunk.
 """
 
 from __future__ import annotations
+
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -14,11 +25,7 @@ import numpy as np
 from jax.custom_derivatives import SymbolicZero
 
 from climml import native
-
-
-def _flat(a: jax.Array) -> jax.Array:
-    """``(T, B, K)`` -> ``(T*B, K)``: many steps as the rows of one matmul."""
-    return a.reshape(-1, a.shape[-1])
+from climml.models._chunks import chunked_scan, flat, shift
 
 
 def _valid(x: jax.Array, mask: jax.Array | None) -> jax.Array:
@@ -26,59 +33,91 @@ def _valid(x: jax.Array, mask: jax.Array | None) -> jax.Array:
     return jnp.ones(x.shape[:2], bool) if mask is None else mask[..., 0]
 
 
-def _run(x, params, mask):
+def _run(x, params, mask, keep_gates: bool):
     w_in, b_in, w_rec, b_rec = params
-    hs, cs, acts = native.lstm_forward(x, w_in, b_in + b_rec, w_rec, _valid(x, mask))
+    hs, cs, acts = native.lstm_forward(
+        x, w_in, b_in + b_rec, w_rec, _valid(x, mask), keep_gates=keep_gates
+    )
     ys = hs if mask is None else jnp.where(mask, hs, 0.0)
     return (ys, hs[-1]), (hs, cs, acts)
 
 
-@jax.custom_vjp
-def native_lstm_layer(x: jax.Array, params: tuple, mask: jax.Array | None):
+@partial(jax.custom_vjp, nondiff_argnums=(3,))
+def native_lstm_layer(x: jax.Array, params: tuple, mask: jax.Array | None, chunk: int):
     """``(outputs (T, B, H), last_h (B, H))`` of one LSTM layer over time-major ``x`` ``(T, B, F)``.
 
-    ``params`` = ``(w_in, b_in, w_rec, b_rec)``; ``mask`` ``(T, B, 1)`` booleans or ``None``.
+    ``params`` = ``(w_in, b_in, w_rec, b_rec)``; ``mask`` ``(T, B, 1)`` booleans or ``None``;
+    ``chunk``: steps per backward chunk (``>= T``: keep every step's gates, no recomputation).
     """
-    return _run(x, params, mask)[0]
+    return _run(x, params, mask, keep_gates=False)[0]
 
 
-def _fwd(x, params, mask):
+def _fwd(x, params, mask, chunk):
     # symbolic_zeros: inputs arrive wrapped (CustomVJPPrimal) with a ``perturbed`` flag; the
     # input cotangent is skipped when nothing differentiates with respect to x (the data).
     # (A residual must be an array or None, so the flag travels as "w_in or None".)
     wants_dx = x.perturbed
     x, params, mask = jax.tree.map(lambda p: p.value, (x, params, mask))
-    outputs, (hs, cs, acts) = _run(x, params, mask)
+    outputs, (hs, cs, acts) = _run(x, params, mask, keep_gates=chunk >= x.shape[0])
     return outputs, (x, params, mask, hs, cs, acts, params[0] if wants_dx else None)
 
 
-def _input_cotangent(d_x, d_z, w_in, wants_dx: bool):
-    """``d_z @ w_in.T`` unless the kernel made it already or nobody wants it (then ``None``)."""
-    if not wants_dx or d_x is not None:
-        return d_x
-    return d_z @ w_in.T
+def _grads(x, h_prev, d_z):
+    """``(d w_in, d b, d w_rec)`` over some steps: single matmuls over all of them."""
+    return flat(x).T @ flat(d_z), d_z.sum(axis=(0, 1)), flat(h_prev).T @ flat(d_z)
 
 
-def _bwd(residuals, cotangents):
-    x, (w_in, _, w_rec, _), mask, hs, cs, acts, w_in_if_dx = residuals
-    wants_dx = w_in_if_dx is not None
+def _bwd(chunk, residuals, cotangents):
+    x, (w_in, b_in, w_rec, b_rec), mask, hs, cs, acts, w_in_if_dx = residuals
     # Unread outputs arrive as symbolic zeros: the kernel skips them instead of adding zeros.
     d_ys, d_last = (None if isinstance(c, SymbolicZero) else c for c in cotangents)
+    wants_dx = w_in_if_dx is not None
     # The kernel computes d_x row by row beside d_z (cheaper than a separate (T*B, 4H) x (4H, F)
     # matmul) when F fits its 16-float vectors.
     in_kernel = wants_dx and w_in.shape[0] % native.LANES == 0
-    d_z, d_x = native.lstm_backward(
-        acts, cs, w_rec, _valid(x, mask), d_ys, d_last, w_in if in_kernel else None
-    )
-    d_b = d_z.sum(axis=(0, 1))
-    grads = (
-        _flat(x).T @ _flat(d_z),
-        d_b,
-        _flat(hs[:-1]).T @ _flat(d_z[1:]),  # h entering step t is hs[t - 1]; zero at t = 0
-        d_b,
-    )
+    w_in_kernel = w_in if in_kernel else None
+    valid = _valid(x, mask)
+
+    def input_cotangent(d_x, d_z):
+        return None if not wants_dx else d_x if in_kernel else d_z @ w_in.T
+
+    if acts is not None:  # every step's gates were kept: one backward pass
+        d_z, d_x, _, _ = native.lstm_backward(
+            acts, cs, w_rec, valid, d_ys, d_last, w_in=w_in_kernel
+        )
+        d_w_in, d_b, d_w_rec = _grads(x, shift(hs), d_z)
+        d_x = input_cotangent(d_x, d_z)
+    else:
+        # Chunks from the last; each re-runs its forward from the state entering it. A scan (not
+        # a Python loop) so that XLA cannot hoist every chunk's recomputation to the start and
+        # keep all their gates alive at once.
+        def run_chunk(carry, xs):
+            d_h, d_c, grads = carry
+            (x_c, valid_c, hs_c, cs_c, d_ys_c), (h0, c0) = xs
+            gates = native.lstm_forward(x_c, w_in, b_in + b_rec, w_rec, valid_c, h0, c0)[2]
+            d_z, d_x, d_h, d_c = native.lstm_backward(
+                gates, cs_c, w_rec, valid_c, d_ys_c, d_h, w_in=w_in_kernel, c0=c0, d_c=d_c
+            )
+            h_prev = jnp.concatenate([h0[None], hs_c[:-1]])  # h entering each step
+            grads = jax.tree.map(jnp.add, grads, _grads(x_c, h_prev, d_z))
+            return (d_h, d_c, grads), input_cotangent(d_x, d_z)
+
+        zero_state = jnp.zeros_like(hs[0])
+        d_h = zero_state if d_last is None else d_last
+        zero_grads = (jnp.zeros_like(w_in), jnp.zeros_like(b_in), jnp.zeros_like(w_rec))
+        # The state entering each chunk (zeros before the first; the kernel treats it as given).
+        firsts = (shift(hs)[::chunk], shift(cs)[::chunk])
+        (_, _, (d_w_in, d_b, d_w_rec)), d_x = chunked_scan(
+            run_chunk,
+            (d_h, zero_state, zero_grads),
+            (x, valid, hs, cs, d_ys),
+            x.shape[0],
+            chunk,
+            reverse=True,
+            firsts=firsts,
+        )
     d_mask = None if mask is None else np.zeros(mask.shape, jax.dtypes.float0)
-    return _input_cotangent(d_x, d_z, w_in, wants_dx), grads, d_mask
+    return d_x, (d_w_in, d_b, d_w_rec, d_b), d_mask
 
 
 native_lstm_layer.defvjp(_fwd, _bwd, symbolic_zeros=True)

@@ -54,6 +54,7 @@ import numpy as np
 from jax.custom_derivatives import SymbolicZero
 
 from climml import native
+from climml.models._chunks import chunked_scan, flat, shift
 from climml.models._native_lstm import native_lstm_layer
 
 Carry = tuple[jax.Array, ...]
@@ -230,33 +231,6 @@ def plan_for(kind: CellKind, steps: int, batch: int, hidden: int, itemsize: int)
     return Plan(min(divisor, steps), keep=False)
 
 
-def _chunked_scan(fn: Callable, init, xs, steps: int, chunk: int, *, reverse=False, firsts=None):
-    """``fn(carry, (xs_chunk, first)) -> (carry, ys_chunk)`` over chunks of ``chunk`` steps.
-
-    ``xs`` and ``ys`` are pytrees of time-major arrays (``None`` leaves allowed); ``firsts`` is
-    an optional pytree of per-chunk values (leading axis: chunks) and ``first`` its entry for the
-    chunk. Full chunks run in a ``lax.scan``; a shorter remainder chunk, if any, runs once after
-    them (before them when ``reverse``). Returns ``(carry, ys)`` with ``ys`` re-joined along time.
-    """
-    n = steps // chunk
-    pick = lambda tree, index: jax.tree.map(lambda a: a[index], tree)  # noqa: E731
-    if chunk >= steps:
-        return fn(init, (xs, pick(firsts, 0)))
-    full = jax.tree.map(lambda a: a[: n * chunk].reshape(n, chunk, *a.shape[1:]), xs)
-    rest = (jax.tree.map(lambda a: a[n * chunk :], xs), pick(firsts, n))
-    has_rest = steps > n * chunk
-    carry = init
-    if has_rest and reverse:
-        carry, ys_rest = fn(carry, rest)
-    carry, ys = jax.lax.scan(fn, carry, (full, pick(firsts, slice(0, n))), reverse=reverse)
-    ys = jax.tree.map(lambda a: a.reshape(n * chunk, *a.shape[2:]), ys)
-    if has_rest and not reverse:
-        carry, ys_rest = fn(carry, rest)
-    if has_rest:
-        ys = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), ys, ys_rest)
-    return carry, ys
-
-
 def _forward(cell: str, plan: Plan, unroll: int, x, params, valid):
     """Run the layer. Returns ``(last carry, (carry after each step, pre or None))``."""
     kind = CELLS[cell]
@@ -278,22 +252,12 @@ def _forward(cell: str, plan: Plan, unroll: int, x, params, valid):
         return jax.lax.scan(step, carry, (xw, valid_c), unroll=unroll)
 
     init = (jnp.zeros((x.shape[1], w_rec.shape[0]), x.dtype),) * kind.carries
-    return _chunked_scan(run_chunk, init, (x, valid), x.shape[0], plan.chunk)
-
-
-def _shift(a: jax.Array) -> jax.Array:
-    """``a`` delayed by one step along time, with zeros (the initial state) first."""
-    return jnp.concatenate([jnp.zeros_like(a[:1]), a[:-1]])
+    return chunked_scan(run_chunk, init, (x, valid), x.shape[0], plan.chunk)
 
 
 def _outputs(h: jax.Array, valid) -> jax.Array:
     """A layer's outputs: its states ``h`` ``(T, B, H)``, zero at padded steps."""
     return h if valid is None else jnp.where(valid, h, 0.0)
-
-
-def _flat(a: jax.Array) -> jax.Array:
-    """``(T, B, K)`` -> ``(T*B, K)``: many steps as the rows of one matmul."""
-    return a.reshape(-1, a.shape[-1])
 
 
 def _backward(cell: str, plan: Plan, unroll: int, residuals, cotangents):
@@ -332,9 +296,9 @@ def _backward(cell: str, plan: Plan, unroll: int, residuals, cotangents):
         d_carry, d_pre = jax.lax.scan(step, d_carry, inputs, reverse=True, unroll=unroll)
         d_xw, d_hw = d_pre[0], d_pre[-1]
         chunk_grads = (
-            _flat(x_c).T @ _flat(d_xw),
+            flat(x_c).T @ flat(d_xw),
             d_xw.sum(axis=(0, 1)),
-            _flat(prev_c[0]).T @ _flat(d_hw),
+            flat(prev_c[0]).T @ flat(d_hw),
             d_hw.sum(axis=(0, 1)),
         )
         grads = jax.tree.map(jnp.add, grads, chunk_grads)
@@ -344,8 +308,8 @@ def _backward(cell: str, plan: Plan, unroll: int, residuals, cotangents):
     d_init = (zero_state if d_last is None else d_last, *(zero_state,) * (kind.carries - 1))
     zero_grads = jax.tree.map(jnp.zeros_like, params)
     xs = (x, valid, states, pre, d_ys)
-    firsts = tuple(_shift(s)[:: plan.chunk] for s in states)  # XLA slices before shifting
-    (_, grads), d_x = _chunked_scan(
+    firsts = tuple(shift(s)[:: plan.chunk] for s in states)  # XLA slices before shifting
+    (_, grads), d_x = chunked_scan(
         run_chunk, (d_init, zero_grads), xs, x.shape[0], plan.chunk, reverse=True, firsts=firsts
     )
     d_valid = None if valid is None else np.zeros(valid.shape, jax.dtypes.float0)
@@ -415,10 +379,8 @@ def scan_cell(
         x = jnp.flip(x, 0)
         mask = None if mask is None else jnp.flip(mask, 0)
     params = (w_in, b_in, w_rec, b_rec)
-    # The C++ kernel keeps every step's gates, so it takes the plans that keep; for longer
-    # sequences the chunked XLA path is faster on CPU (fresh pages cost more than recomputing).
-    if cell == "lstm" and plan.keep and native.lstm_supported(x.dtype, w_rec.shape[0]):
-        ys, last = native_lstm_layer(x, params, mask)
+    if cell == "lstm" and native.lstm_supported(x.dtype, w_rec.shape[0]):
+        ys, last = native_lstm_layer(x, params, mask, plan.chunk if not plan.keep else steps)
     else:
         ys, last = _layer(cell, plan, unroll, x, params, mask)
     return (jnp.flip(ys, 0) if reverse else ys), last

@@ -54,8 +54,13 @@ def _f32(*shape: int) -> jax.ShapeDtypeStruct:
     return jax.ShapeDtypeStruct(shape, jnp.float32)
 
 
-def lstm_forward(x, w_in, bias, w_rec, valid):
-    """Run the LSTM over time from the zero state.
+def _or_empty(a: jax.Array | None) -> jax.Array:
+    """An optional kernel input: the array, or an empty one meaning "absent"."""
+    return jnp.zeros((0,), jnp.float32) if a is None else a
+
+
+def lstm_forward(x, w_in, bias, w_rec, valid, h0=None, c0=None, *, keep_gates=True):
+    """Run the LSTM over time.
 
     Args:
       x: ``(T, B, F)`` inputs, time-major.
@@ -63,48 +68,60 @@ def lstm_forward(x, w_in, bias, w_rec, valid):
       bias: ``(4H,)`` the sum of both biases.
       w_rec: ``(H, 4H)`` recurrent kernel.
       valid: ``(T, B)`` booleans, False at padded steps (state carried, gates unused).
+      h0, c0: ``(B, H)`` state before step 0 (a later chunk of a sequence); ``None``: zeros.
+      keep_gates: return the gate activations for :func:`lstm_backward`; False saves writing
+        ``T x B x 4H`` floats when the backward pass will recompute them chunk by chunk.
 
     Returns:
       ``(hs, cs, acts)``: the states ``h``, ``c`` after each step ``(T, B, H)`` and the gate
-      activations ``(T, B, 4H)`` the backward pass needs.
+      activations ``(T, B, 4H)`` (``None`` unless ``keep_gates``).
     """
     _require()
     steps, batch, _ = x.shape
     hidden = w_rec.shape[0]
     if hidden % LANES:
         raise ConfigError(expected("hidden", f"a multiple of {LANES} units", hidden))
+    gates = (steps, batch, 4 * hidden) if keep_gates else (0,)
     call = jax.ffi.ffi_call(
         "climml_lstm_forward",
-        (_f32(steps, batch, hidden), _f32(steps, batch, hidden), _f32(steps, batch, 4 * hidden)),
+        (_f32(steps, batch, hidden), _f32(steps, batch, hidden), _f32(*gates)),
         vmap_method="sequential",
     )
-    return call(x, w_in, bias, w_rec, valid.astype(jnp.uint8))
+    hs, cs, acts = call(x, w_in, bias, w_rec, valid.astype(jnp.uint8), _or_empty(h0), _or_empty(c0))
+    return hs, cs, (acts if keep_gates else None)
 
 
-def lstm_backward(acts, cs, w_rec, valid, d_hs=None, d_last=None, w_in=None):
-    """Backpropagation through time: ``(d_z, d_x)``.
+def lstm_backward(acts, cs, w_rec, valid, d_hs=None, d_h=None, *, w_in=None, c0=None, d_c=None):
+    """Backpropagation through time: ``(d_z, d_x, d_h0, d_c0)``.
 
     ``acts``, ``cs``, ``valid`` as from :func:`lstm_forward`; ``d_hs`` ``(T, B, H)`` is the
-    cotangent of the per-step states and ``d_last`` ``(B, H)`` that of the final one; ``None``
-    for either means zero (an unread output), and no zero array is built for it. ``d_z``
-    ``(T, B, 4H)`` is the cotangent of the pre-activations (of ``x @ w_in`` and of ``h @ w_rec``).
-    With ``w_in`` ``(F, 4H)`` (``F`` a multiple of 16) the kernel also returns the input
-    cotangent ``d_x = d_z @ w_in.T`` ``(T, B, F)``; without it ``d_x`` is ``None``.
+    cotangent of the per-step states, ``d_h``, ``d_c`` ``(B, H)`` those of the final state;
+    ``None`` for any of them means zero (an unread output), and no zero array is built for it.
+    ``d_z`` ``(T, B, 4H)`` is the cotangent of the pre-activations (of ``x @ w_in`` and of
+    ``h @ w_rec``). With ``w_in`` ``(F, 4H)`` (``F`` a multiple of 16) the kernel also returns
+    the input cotangent ``d_x = d_z @ w_in.T`` ``(T, B, F)``, else ``d_x`` is ``None``. With
+    ``c0``, the cell state before step 0 of a later chunk, it returns the cotangents ``d_h0``,
+    ``d_c0`` ``(B, H)`` of the chunk's initial state, else they are ``None``.
     """
     _require()
-    empty = jnp.zeros((0,), jnp.float32)
-    steps, batch, _ = acts.shape
+    steps, batch, hidden = cs.shape
     d_x_shape = (0,) if w_in is None else (steps, batch, w_in.shape[0])
+    state = (0,) if c0 is None else (batch, hidden)
     call = jax.ffi.ffi_call(
-        "climml_lstm_backward", (_f32(*acts.shape), _f32(*d_x_shape)), vmap_method="sequential"
+        "climml_lstm_backward",
+        (_f32(*acts.shape), _f32(*d_x_shape), _f32(*state), _f32(*state)),
+        vmap_method="sequential",
     )
-    d_z, d_x = call(
+    d_z, d_x, d_h0, d_c0 = call(
         acts,
         cs,
         w_rec.T,
-        empty if w_in is None else w_in.T,
+        _or_empty(None if w_in is None else w_in.T),
         valid.astype(jnp.uint8),
-        empty if d_hs is None else d_hs,
-        empty if d_last is None else d_last,
+        _or_empty(c0),
+        _or_empty(d_hs),
+        _or_empty(d_h),
+        _or_empty(d_c),
     )
-    return d_z, (None if w_in is None else d_x)
+    none_if = lambda absent, a: None if absent else a  # noqa: E731
+    return d_z, none_if(w_in is None, d_x), none_if(c0 is None, d_h0), none_if(c0 is None, d_c0)

@@ -178,7 +178,9 @@ struct Forward {
   const float* b;        // (4H,) both biases
   const float* w;        // (H, 4H)
   const uint8_t* valid;  // (T, B)
-  float *hs, *cs, *acts;
+  const float *h0, *c0;  // (B, H) state before step 0; null: zeros
+  float *hs, *cs;
+  float* acts;           // null: not kept (a backward pass will recompute them)
 };
 
 // acc[r][q] += a[r, :K] @ m[:K, q*H + u : q*H + u + 16] for the four gate blocks q.
@@ -204,8 +206,9 @@ template <int R>
 void forward_tile(const Forward& f, size_t s, bool first, int u) {
   const int H = f.H, G = 4 * H;
   const float* x = f.x + s * f.F;
-  const float* h_prev = first ? nullptr : f.hs + (s - f.B) * H;
-  const float* c_prev = first ? nullptr : f.cs + (s - f.B) * H;
+  // At step 0, s is the row itself, so s * H also indexes the initial state.
+  const float* h_prev = first ? (f.h0 ? f.h0 + s * H : nullptr) : f.hs + (s - f.B) * H;
+  const float* c_prev = first ? (f.c0 ? f.c0 + s * H : nullptr) : f.cs + (s - f.B) * H;
   vec acc[R][4];
   for (int q = 0; q < 4; ++q) {
     const vec bias = load(f.b + q * H + u);
@@ -216,22 +219,25 @@ void forward_tile(const Forward& f, size_t s, bool first, int u) {
   for (int r = 0; r < R; ++r) {
     const size_t row = s + r;
     const vec cp = c_prev ? load(c_prev + r * H + u) : vec{};
-    float* act = f.acts + row * G + u;
+    float* act = f.acts ? f.acts + row * G + u : nullptr;
     float* h = f.hs + row * H + u;
     float* c = f.cs + row * H + u;
     if (!f.valid[row]) {  // padded step: carry the state; the backward ignores these gates
       store(c, cp);
       store(h, h_prev ? load(h_prev + r * H + u) : vec{});
-      for (int q = 0; q < 4; ++q) store(act + q * H, vec{});
+      if (act)
+        for (int q = 0; q < 4; ++q) store(act + q * H, vec{});
       continue;
     }
     const vec i = sigmoid_v(acc[r][0]), fg = sigmoid_v(acc[r][1]);
     const vec g = tanh_v(acc[r][2]), o = sigmoid_v(acc[r][3]);
     const vec cn = fg * cp + i * g;
-    store(act, i);
-    store(act + H, fg);
-    store(act + 2 * H, g);
-    store(act + 3 * H, o);
+    if (act) {
+      store(act, i);
+      store(act + H, fg);
+      store(act + 2 * H, g);
+      store(act + 3 * H, o);
+    }
     store(c, cn);
     store(h, o * tanh_v(cn));
   }
@@ -263,6 +269,7 @@ struct Backward {
   const float* wt;       // (4H, H) recurrent kernel, transposed
   const float* w_in_t;   // (4H, F) input kernel, transposed; null: no input cotangent
   const uint8_t* valid;  // (T, B)
+  const float* c0;       // (B, H) cell state before step 0; null: zeros (the sequence start)
   const float* d_hs;     // (T, B, H) cotangent of the outputs; null: unread
   float *dh, *dc;        // (B, H) state cotangents, carried from step to step
   float *dz, *dx;        // (T, B, 4H), (T, B, F)
@@ -284,7 +291,7 @@ void gate_cotangents(const Backward& b, size_t s, bool first, int row) {
     float* dc = b.dc + static_cast<size_t>(row + r) * H;
     const float* a = b.acts + at * G;
     const float* c = b.cs + at * H;
-    const float* c_prev = first ? nullptr : b.cs + (at - b.B) * H;
+    const float* c_prev = first ? (b.c0 ? b.c0 + (row + r) * H : nullptr) : b.cs + (at - b.B) * H;
     const float* d_out = b.d_hs ? b.d_hs + at * H : nullptr;
     for (int u = 0; u < H; u += kLanes) {
       const vec i = load(a + u), f = load(a + H + u), g = load(a + 2 * H + u);
@@ -311,8 +318,8 @@ void backward_rows(const Backward& b, int row) {
     gate_cotangents<R>(b, s, t == 0, row);
     const float* dz = b.dz + s * G;
     if (b.w_in_t) matmul_rows<R>(G, b.F, dz, G, b.w_in_t, b.dx + s * b.F, b.F, false);
-    // The initial state is a constant: the cotangent entering step 0 is not needed.
-    if (t > 0) matmul_rows<R>(G, H, dz, G, b.wt, b.dh + static_cast<size_t>(row) * H, H, true);
+    // Entering step 0 only a chunk's initial state needs a cotangent (the zero state is constant).
+    if (t > 0 || b.c0) matmul_rows<R>(G, H, dz, G, b.wt, b.dh + static_cast<size_t>(row) * H, H, true);
   }
 }
 
@@ -334,17 +341,25 @@ ffi::Error check_multiple(int64_t n, const char* what) {
 // ---------------------------------------------------------------------------------------------
 // FFI handlers.
 
+// An optional input: its data, or null when empty.
+static const float* given(ffi::Buffer<ffi::F32>& b) {
+  return b.element_count() > 0 ? b.typed_data() : nullptr;
+}
+
+// h0, c0: (B, H) initial state, or empty for zeros. acts: (T, B, 4H), or empty to keep nothing.
 static ffi::Error LstmForwardImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w_in,
                                   ffi::Buffer<ffi::F32> b, ffi::Buffer<ffi::F32> w,
-                                  ffi::Buffer<ffi::U8> valid,
+                                  ffi::Buffer<ffi::U8> valid, ffi::Buffer<ffi::F32> h0,
+                                  ffi::Buffer<ffi::F32> c0,
                                   ffi::ResultBuffer<ffi::F32> hs, ffi::ResultBuffer<ffi::F32> cs,
                                   ffi::ResultBuffer<ffi::F32> acts, ffi::ThreadPool pool) {
   const auto dims = x.dimensions();
   const Forward f{static_cast<int>(dims[0]),     static_cast<int>(dims[1]),
                   static_cast<int>(w.dimensions()[0]), static_cast<int>(dims[2]),
                   x.typed_data(), w_in.typed_data(), b.typed_data(),
-                  w.typed_data(), valid.typed_data(), hs->typed_data(), cs->typed_data(),
-                  acts->typed_data()};
+                  w.typed_data(), valid.typed_data(), given(h0), given(c0),
+                  hs->typed_data(), cs->typed_data(),
+                  acts->element_count() > 0 ? acts->typed_data() : nullptr};
   if (auto e = check_multiple(f.H, "hidden size"); e.failure()) return e;
   const RowTiles tiles{f.B};
   parallel_for(pool, max_threads(pool), tiles.count(),
@@ -352,14 +367,18 @@ static ffi::Error LstmForwardImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32>
   return ffi::Error::Success();
 }
 
-// d_hs: (T, B, H) cotangent of the outputs, or empty when they are unread; d_last: (B, H)
-// cotangent of the final state, or empty; w_in_t: (4H, F) transposed input kernel, or empty when
-// the input cotangent dx (T, B, F) is not wanted (dx is then left unwritten, and should be empty).
+// d_hs: (T, B, H) cotangent of the outputs, or empty when they are unread; d_h, d_c: (B, H)
+// cotangents of the final state, or empty; w_in_t: (4H, F) transposed input kernel, or empty when
+// the input cotangent dx (T, B, F) is not wanted (dx is then left unwritten, and should be empty);
+// c0: (B, H) the cell state before step 0 when this is a later chunk of a sequence, else empty.
+// d_h0, d_c0 (B, H): the cotangents of that initial state (written only when c0 is given).
 static ffi::Error LstmBackwardImpl(ffi::Buffer<ffi::F32> acts, ffi::Buffer<ffi::F32> cs,
                                    ffi::Buffer<ffi::F32> wt, ffi::Buffer<ffi::F32> w_in_t,
-                                   ffi::Buffer<ffi::U8> valid, ffi::Buffer<ffi::F32> d_hs,
-                                   ffi::Buffer<ffi::F32> d_last, ffi::ResultBuffer<ffi::F32> dz,
-                                   ffi::ResultBuffer<ffi::F32> dx, ffi::ThreadPool pool) {
+                                   ffi::Buffer<ffi::U8> valid, ffi::Buffer<ffi::F32> c0,
+                                   ffi::Buffer<ffi::F32> d_hs, ffi::Buffer<ffi::F32> d_h,
+                                   ffi::Buffer<ffi::F32> d_c, ffi::ResultBuffer<ffi::F32> dz,
+                                   ffi::ResultBuffer<ffi::F32> dx, ffi::ResultBuffer<ffi::F32> d_h0,
+                                   ffi::ResultBuffer<ffi::F32> d_c0, ffi::ThreadPool pool) {
   const auto dims = cs.dimensions();
   const int T = dims[0], B = dims[1], H = dims[2];
   if (auto e = check_multiple(H, "hidden size"); e.failure()) return e;
@@ -370,41 +389,51 @@ static ffi::Error LstmBackwardImpl(ffi::Buffer<ffi::F32> acts, ffi::Buffer<ffi::
   }
   const size_t state = static_cast<size_t>(B) * H;
   std::vector<float> dh(state, 0.0f), dc(state, 0.0f);
-  if (d_last.element_count() == state)
-    std::memcpy(dh.data(), d_last.typed_data(), sizeof(float) * state);
+  if (d_h.element_count() == state) std::memcpy(dh.data(), d_h.typed_data(), sizeof(float) * state);
+  if (d_c.element_count() == state) std::memcpy(dc.data(), d_c.typed_data(), sizeof(float) * state);
   const Backward bw{T, B, H, F,
                     acts.typed_data(), cs.typed_data(), wt.typed_data(),
-                    want_dx ? w_in_t.typed_data() : nullptr, valid.typed_data(),
+                    want_dx ? w_in_t.typed_data() : nullptr, valid.typed_data(), given(c0),
                     d_hs.element_count() == state * T ? d_hs.typed_data() : nullptr,
                     dh.data(), dc.data(), dz->typed_data(),
                     want_dx ? dx->typed_data() : nullptr};
   const RowTiles tiles{B};
   parallel_for(pool, max_threads(pool), tiles.count(),
                [&](int k) { backward_range(bw, tiles.begin(k), tiles.end(k)); });
+  if (bw.c0 && d_h0->element_count() == state && d_c0->element_count() == state) {
+    std::memcpy(d_h0->typed_data(), dh.data(), sizeof(float) * state);
+    std::memcpy(d_c0->typed_data(), dc.data(), sizeof(float) * state);
+  }
   return ffi::Error::Success();
 }
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(ClimmlLstmForward, LstmForwardImpl,
                               ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::U8>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // x
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // w_in
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // b
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // w
+                                  .Arg<ffi::Buffer<ffi::U8>>()   // valid
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // h0
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // c0
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // hs
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // cs
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // acts
                                   .Ctx<ffi::ThreadPool>());
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(ClimmlLstmBackward, LstmBackwardImpl,
                               ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::U8>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // acts
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // cs
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // wt
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // w_in_t
+                                  .Arg<ffi::Buffer<ffi::U8>>()   // valid
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // c0
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // d_hs
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // d_h
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // d_c
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // dz
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // dx
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // d_h0
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // d_c0
                                   .Ctx<ffi::ThreadPool>());

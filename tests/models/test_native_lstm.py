@@ -37,6 +37,16 @@ def _inputs(features: int, seed: int = 0, masked: bool = False):
     return x, params, mask
 
 
+def _kept(x, params, mask):
+    """The kernel keeping every step's gates."""
+    return native_lstm_layer(x, params, mask, x.shape[0])
+
+
+def _chunked(x, params, mask):
+    """The kernel recomputing gates in chunks of 4 steps (9 = 4 + 4 + 1: a short last chunk)."""
+    return native_lstm_layer(x, params, mask, 4)
+
+
 def _xla_layer(x, params, mask):
     return _layer("lstm", Plan(x.shape[0], keep=True), 1, x, params, mask)
 
@@ -49,7 +59,7 @@ def _close(a, b, rtol=2e-5):
 def test_forward_matches_textbook_numpy():
     """h_t, c_t from NumPy float64 equations (sigmoid gates i, f, o; tanh g), same weights."""
     x, (w_in, b_in, w_rec, b_rec), _ = _inputs(5)
-    ys, last = jax.jit(native_lstm_layer)(x, (w_in, b_in, w_rec, b_rec), None)
+    ys, last = jax.jit(_kept)(x, (w_in, b_in, w_rec, b_rec), None)
     sig = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
     xs, wi, wr, b = (np.asarray(a, np.float64) for a in (x, w_in, w_rec, b_in + b_rec))
     h, c = np.zeros((B, H)), np.zeros((B, H))
@@ -67,10 +77,11 @@ def test_forward_matches_textbook_numpy():
     np.testing.assert_allclose(last, h, atol=2e-6)
 
 
+@pytest.mark.parametrize("layer", [_kept, _chunked])
 @pytest.mark.parametrize("features", [5, 16])  # 16: the input cotangent comes from the kernel
 @pytest.mark.parametrize("masked", [False, True])
 @pytest.mark.parametrize("reverse", [False, True])
-def test_values_and_gradients_match_xla_path(features, masked, reverse):
+def test_values_and_gradients_match_xla_path(layer, features, masked, reverse):
     x, params, mask = _inputs(features, seed=features, masked=masked)
     d_ys = jax.random.normal(jax.random.key(7), (T, B, H))
     d_last = jax.random.normal(jax.random.key(8), (B, H))
@@ -84,13 +95,14 @@ def test_values_and_gradients_match_xla_path(features, masked, reverse):
         return jnp.sum(ys * d_ys) + jnp.sum(last * d_last), (ys, last)
 
     grad = lambda layer: jax.jit(jax.grad(loss, (1, 2), has_aux=True), static_argnums=0)  # noqa: E731
-    ours, ours_out = grad(native_lstm_layer)(native_lstm_layer, x, params)
+    ours, ours_out = grad(layer)(layer, x, params)
     ref, ref_out = grad(_xla_layer)(_xla_layer, x, params)
     _close((ours_out, ours), (ref_out, ref))
 
 
+@pytest.mark.parametrize("layer", [_kept, _chunked])
 @pytest.mark.parametrize("read", ["last", "sequence"])
-def test_unread_outputs_and_data_inputs(read):
+def test_unread_outputs_and_data_inputs(layer, read):
     """Symbolic-zero cotangents (many-to-one or many-to-many heads) and undifferentiated x."""
     x, params, _ = _inputs(16, seed=3)
 
@@ -98,16 +110,16 @@ def test_unread_outputs_and_data_inputs(read):
         ys, last = layer(x, params, None)
         return jnp.sum(last**2) if read == "last" else jnp.sum(jnp.sin(ys))
 
-    ours = jax.jit(jax.grad(loss, 1), static_argnums=0)(native_lstm_layer, params)
+    ours = jax.jit(jax.grad(loss, 1), static_argnums=0)(layer, params)
     ref = jax.jit(jax.grad(loss, 1), static_argnums=0)(_xla_layer, params)
     _close(ours, ref)
 
 
 def test_scan_cell_dispatch():
-    """scan_cell uses the kernel for kept plans (outputs equal to the kernel bit for bit)."""
+    """scan_cell uses the kernel (outputs equal to the kernel's bit for bit)."""
     x, params, mask = _inputs(16, seed=4, masked=True)
-    ys, last = scan_cell("lstm", x, *params, mask)
-    ys_k, last_k = native_lstm_layer(x, params, mask)
+    ys, last = scan_cell("lstm", x, *params, mask, plan=Plan(3, keep=False))
+    ys_k, last_k = _chunked(x, params, mask)
     np.testing.assert_array_equal(ys, ys_k)
     np.testing.assert_array_equal(last, last_k)
     assert native.lstm_supported(jnp.float32, 32)
@@ -122,12 +134,10 @@ def test_scan_cell_dispatch():
 def test_thread_count_does_not_change_results(monkeypatch):
     """Rows are independent, so splitting them across threads is exact, not approximately so."""
     x, params, _ = _inputs(16, seed=5)
-    step = jax.jit(jax.value_and_grad(lambda p: jnp.sum(native_lstm_layer(x, p, None)[0] ** 2)))
+    step = jax.jit(jax.value_and_grad(lambda p: jnp.sum(_chunked(x, p, None)[0] ** 2)))
     many = step(params)
     monkeypatch.setenv("CLIMML_NATIVE_THREADS", "1")
-    one = jax.jit(
-        jax.value_and_grad(lambda p: jnp.sum(native_lstm_layer(x + 0.0, p, None)[0] ** 2))
-    )(params)
+    one = jax.jit(jax.value_and_grad(lambda p: jnp.sum(_chunked(x + 0.0, p, None)[0] ** 2)))(params)
     for a, b in zip(jax.tree.leaves(many), jax.tree.leaves(one), strict=True):
         np.testing.assert_array_equal(a, b)
 
@@ -135,9 +145,9 @@ def test_thread_count_does_not_change_results(monkeypatch):
 def test_vmap_equals_loop():
     x, params, _ = _inputs(5, seed=6)
     xs = jnp.stack([x, 2 * x, -x])
-    batched = jax.vmap(lambda x: native_lstm_layer(x, params, None)[1])(xs)
+    batched = jax.vmap(lambda x: _kept(x, params, None)[1])(xs)
     for k in range(3):
-        np.testing.assert_allclose(batched[k], native_lstm_layer(xs[k], params, None)[1], atol=1e-6)
+        np.testing.assert_allclose(batched[k], _kept(xs[k], params, None)[1], atol=1e-6)
 
 
 def test_batch_sharded_over_devices_equals_one_device():
@@ -148,7 +158,7 @@ def test_batch_sharded_over_devices_equals_one_device():
     x = jnp.concatenate([x, x[:, :3]], axis=1)  # 16 rows, divisible by 4 devices
     mesh = jax.sharding.Mesh(devices, ("batch",))
     sharded = jax.device_put(x, NamedSharding(mesh, PartitionSpec(None, "batch")))
-    step = jax.jit(jax.grad(lambda p, x: jnp.sum(native_lstm_layer(x, p, None)[1] ** 2)))
+    step = jax.jit(jax.grad(lambda p, x: jnp.sum(_chunked(x, p, None)[1] ** 2)))
     _close(step(params, sharded), step(params, x), rtol=1e-5)
 
 
