@@ -8,11 +8,12 @@ sequences per second, ``batch / seconds per step``, timed over blocks of steps t
 between the contenders (so load from other processes on a shared machine hits all alike); the
 best block of each is reported. The peer is torch at its best thread count.
 
-Contenders: ``climml`` (``climml.models.rnn``; on CPU a float32 LSTM layer whose sequence fits
-the keep limit runs in climml's C++ kernel, ``climml/native/lstm_cpu.cc``: a fused pass per tile
-of batch rows and step, rows split across XLA's threads; longer sequences and the GRU run the
-XLA path of ``climml.models._recurrence``: hoisted input projection, custom-VJP
-backpropagation through time that keeps pre-activations or recomputes them per chunk);
+Contenders: ``climml`` (``climml.models.rnn``; on CPU a float32 LSTM layer runs in climml's C++
+kernel, ``climml/native/lstm_cpu.cc``: a fused pass per tile of batch rows and step, rows split
+across XLA's threads, every step's gates kept for short sequences and recomputed chunk by chunk
+in the backward pass for long ones; the GRU runs the XLA path of ``climml.models._recurrence``:
+hoisted input projection, custom-VJP backpropagation through time that keeps pre-activations or
+recomputes them per chunk);
 ``climml-xla`` (the same model traced with the kernel disabled, LSTM only, to show what the
 kernel is worth); ``jax-scan`` (the textbook JAX LSTM a user would write: hoisted projection,
 ``jax.nn.sigmoid`` gates, ``lax.scan``, autodiff); ``torch/N`` (``torch.nn.LSTM`` eager, N

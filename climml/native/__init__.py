@@ -2,8 +2,9 @@
 
 Only the LSTM recurrence for now (:func:`lstm_forward`, :func:`lstm_backward`); see
 ``lstm_cpu.cc`` for why and how. :func:`lstm_supported` says whether a layer can use them: float32,
-hidden size a multiple of 16, traced for the CPU backend, and a C++ compiler on the machine
-(:mod:`climml.native.build`). Everything else, and every other backend, uses the XLA path.
+hidden size a multiple of 16, traced for the CPU backend with a single CPU device (the kernel
+splits the batch over threads itself; it cannot be split over a device mesh), and a C++
+compiler on the machine (:mod:`climml.native.build`). Everything else uses the XLA path.
 """
 
 from __future__ import annotations
@@ -34,6 +35,12 @@ def disabled() -> Iterator[None]:
         _disabled -= 1
 
 
+def _one_device() -> bool:
+    """One CPU device in the process. XLA's partitioner cannot split a custom call over a mesh:
+    with several devices it would gather the batch and run the kernel whole on every device."""
+    return jax.device_count() == 1
+
+
 def lstm_supported(dtype, hidden: int) -> bool:
     """True when a float32 LSTM layer of ``hidden`` units traced now can run natively."""
     return (
@@ -41,6 +48,7 @@ def lstm_supported(dtype, hidden: int) -> bool:
         and jnp.dtype(dtype) == jnp.float32
         and hidden % LANES == 0
         and jax.default_backend() == "cpu"
+        and _one_device()
         and build.load()
     )
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+import platform
 import shutil
 import subprocess
 import tempfile
@@ -33,6 +34,7 @@ reason: str | None = None
 """Why the native kernels are unavailable (``None`` while they are, or before :func:`load`)."""
 
 _loaded: bool | None = None
+_registered = False  # XLA refuses a second registration of a target name in one process
 
 
 def _compiler() -> str | None:
@@ -47,12 +49,27 @@ def _cache_dir() -> Path:
     return Path(root) / "native"
 
 
+def _cpu_features() -> str:
+    """What ``-march=native`` depends on, so that a cache shared between machines (a network
+    home directory) never hands one CPU a library built for another's instruction set."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            return next((line for line in info if line.startswith("flags")), "")
+    except OSError:
+        return platform.processor() or platform.machine()
+
+
 def _library_path(compiler: str) -> Path:
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True).stdout
     key = hashlib.sha256()
-    for part in (SOURCE.read_bytes(), " ".join(FLAGS).encode(), version.encode()):
-        key.update(part)
-    key.update(jaxlib.__version__.encode())
+    for part in (
+        SOURCE.read_bytes(),
+        " ".join(FLAGS),
+        version,
+        jaxlib.__version__,
+        _cpu_features(),
+    ):
+        key.update(part if isinstance(part, bytes) else part.encode())
     return _cache_dir() / f"climml_native_{key.hexdigest()[:16]}.so"
 
 
@@ -74,7 +91,7 @@ def _compile(compiler: str, target: Path) -> None:
 
 def load() -> bool:
     """Build (once per machine) and register the kernels; False, with :data:`reason`, if not."""
-    global _loaded, reason
+    global _loaded, _registered, reason
     if _loaded is not None:
         return _loaded
     _loaded = False
@@ -94,8 +111,10 @@ def load() -> bool:
         reason = f"native kernels failed to build: {error}"
         warnings.warn(f"climml: {reason}; using the XLA path", RuntimeWarning, stacklevel=2)
         return False
-    for target, symbol in TARGETS.items():
-        capsule = jax.ffi.pycapsule(getattr(library, symbol))
-        jax.ffi.register_ffi_target(target, capsule, platform="cpu")
-    _loaded = True
+    if not _registered:
+        for target, symbol in TARGETS.items():
+            capsule = jax.ffi.pycapsule(getattr(library, symbol))
+            jax.ffi.register_ffi_target(target, capsule, platform="cpu")
+        _registered = True
+    _loaded, reason = True, None
     return True

@@ -1,13 +1,15 @@
 // LSTM recurrence on CPU as two XLA FFI custom calls: the forward over all time steps and the
 // step-by-step backward (backpropagation through time). climml/native/build.py compiles this file
-// on first use; climml/models/_recurrence.py calls it for float32 LSTM layers on CPU.
+// on first use; climml/models/_native_lstm.py calls it for float32 LSTM layers on CPU.
 //
 // Why a kernel: XLA:CPU runs a lax.scan body one small op (thunk) at a time on one core, so at
 // batch 64 x 64 units a step costs ~20 us of which the recurrent matmul is ~10 us. Here a step is
 // one pass per 4-row tile: the matmul accumulates into registers, the gate arithmetic runs on the
 // registers, and the rows of the batch are split between threads, which never need to meet inside
-// the loop (rows of an LSTM batch are independent). Both directions of a bidirectional layer and
-// the weight gradients stay in XLA (batched matmuls outside the loop).
+// the loop (rows of an LSTM batch are independent). A bidirectional layer calls it once per
+// direction (the reverse one on a flipped sequence); the weight gradients stay in XLA (one
+// matmul over all the steps of a chunk). For long sequences the forward keeps only h and c, and
+// the backward re-runs each chunk's forward from its initial state (h0, c0) to get its gates.
 //
 // Layouts (row-major, time-major, gate blocks i, f, g, o as in PyTorch):
 //   x     (T, B, F)   inputs;  w_in (F, 4H) input kernel;  b (4H) both biases
