@@ -22,9 +22,9 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
-#include <cstdlib>
 #include <memory>
 #include <string>
 #include <vector>
@@ -91,6 +91,15 @@ inline vec sigmoid_v(vec x) { return tanh_v(x * 0.5f) * 0.5f + 0.5f; }
 // the call finishes even when no pool thread is free (the caller then runs every part itself),
 // and the shared state lives as long as the last task that holds it.
 
+// Tells the core a spin-wait is going on (frees the pipeline for its hyper-thread sibling).
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
 struct ForkJoin {
   std::function<void(int)> fn;
   int parts;
@@ -122,7 +131,7 @@ void parallel_for(ffi::ThreadPool& pool, int threads, int parts, std::function<v
   job->parts = parts;
   for (int p = 1; p < std::min(threads, parts); ++p) pool.Schedule([job] { job->drain(); });
   job->drain();
-  while (job->done.load(std::memory_order_acquire) != parts) __builtin_ia32_pause();
+  while (job->done.load(std::memory_order_acquire) != parts) cpu_relax();
 }
 
 // Rows in tiles of 4 (the register tile), the last tile possibly shorter: the units of work.
