@@ -20,6 +20,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
+import threading
 import warnings
 from pathlib import Path
 
@@ -35,6 +36,7 @@ reason: str | None = None
 
 _loaded: bool | None = None
 _registered = False  # XLA refuses a second registration of a target name in one process
+_lock = threading.Lock()  # models may be traced from several threads at once
 
 
 def _compiler() -> str | None:
@@ -91,8 +93,15 @@ def _compile(compiler: str, target: Path) -> None:
 
 def load() -> bool:
     """Build (once per machine) and register the kernels; False, with :data:`reason`, if not."""
-    global _loaded, _registered, reason
     if _loaded is not None:
+        return _loaded
+    with _lock:
+        return _load()
+
+
+def _load() -> bool:
+    global _loaded, _registered, reason
+    if _loaded is not None:  # another thread finished while this one waited
         return _loaded
     _loaded = False
     if os.environ.get("CLIMML_NATIVE", "1") == "0":
