@@ -16,7 +16,11 @@ from climml.models._native_lstm import native_lstm_layer
 from climml.models._recurrence import Plan, _layer, scan_cell
 from climml.native import build
 
-pytestmark = pytest.mark.skipif(not build.load(), reason=f"no native kernels: {build.reason}")
+# Skipped only where the kernel cannot exist; with a compiler, a build that fails fails the tests.
+pytestmark = pytest.mark.skipif(
+    build._compiler() is None or os.environ.get("CLIMML_NATIVE") == "0",
+    reason="no C++ compiler, or CLIMML_NATIVE=0",
+)
 
 T, B, H = 9, 13, 32  # 13 rows: three full 4-row tiles and a remainder row
 
