@@ -240,3 +240,26 @@ def test_bidirectional_network_matches_xla_path(monkeypatch, head):
         assert "climml_lstm" not in xla_step.lower(params).compile().as_text()
         ref = xla_step(params)
     _close(kernel_step(params), ref, rtol=3e-5)
+
+
+@pytest.mark.parametrize(("batch", "hidden", "features"), [(1, 16, 3), (2, 48, 32), (6, 80, 48)])
+def test_other_shapes_match_xla_path(batch, hidden, features):
+    """Batches smaller than a 4-row tile, and hidden / input sizes that are not multiples of the
+    4-vector (64-float) column block the matmuls prefer."""
+    keys = jax.random.split(jax.random.key(batch), 5)
+    x = jax.random.normal(keys[0], (7, batch, features))
+    params = (
+        jax.random.normal(keys[1], (features, 4 * hidden)) / features**0.5,
+        0.3 * jax.random.normal(keys[2], (4 * hidden,)),
+        jax.random.normal(keys[3], (hidden, 4 * hidden)) / hidden**0.5,
+        jnp.zeros(4 * hidden),
+    )
+    d_ys = jax.random.normal(keys[4], (7, batch, hidden))
+
+    def loss(layer, x, params):
+        ys, last = layer(x, params, None)
+        return jnp.sum(ys * d_ys) + jnp.sum(last)
+
+    grad = lambda layer: jax.jit(jax.value_and_grad(loss, (1, 2)), static_argnums=0)  # noqa: E731
+    chunk3 = lambda x, p, m: native_lstm_layer(x, p, m, 3)  # noqa: E731
+    _close(grad(chunk3)(chunk3, x, params), grad(_xla_layer)(_xla_layer, x, params))
