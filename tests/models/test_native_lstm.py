@@ -1,6 +1,7 @@
 """The C++ LSTM kernel (climml.native) against the XLA path and the textbook equations."""
 
 import os
+import re
 import warnings
 from pathlib import Path
 
@@ -119,12 +120,9 @@ def test_unread_outputs_and_data_inputs(layer, read):
     _close(ours, ref)
 
 
-def test_scan_cell_dispatch(monkeypatch):
-    """scan_cell uses the kernel (outputs equal to the kernel's bit for bit) with one device."""
+def test_scan_cell_dispatch():
+    """scan_cell uses the kernel (outputs equal to the kernel's bit for bit)."""
     x, params, mask = _inputs(16, seed=4, masked=True)
-    if jax.device_count() > 1:  # the suite simulates 8 CPU devices: the XLA path
-        assert not native.lstm_supported(jnp.float32, 32)
-    monkeypatch.setattr(native, "_one_device", lambda: True)
     ys, last = scan_cell("lstm", x, *params, mask, plan=Plan(3, keep=False))
     ys_k, last_k = _chunked(x, params, mask)
     np.testing.assert_array_equal(ys, ys_k)
@@ -158,7 +156,7 @@ def test_vmap_equals_loop():
 
 
 def test_batch_sharded_over_devices_equals_one_device():
-    """Correct when called on a sharded batch (scan_cell avoids it: the kernel runs whole)."""
+    """Each device runs the kernel on its own rows: same result, and no gathering of the batch."""
     if len(jax.devices()) < 2:
         pytest.skip("needs several (simulated) devices")
     devices = np.array(jax.devices()[:4])
@@ -168,6 +166,11 @@ def test_batch_sharded_over_devices_equals_one_device():
     sharded = jax.device_put(x, NamedSharding(mesh, PartitionSpec(None, "batch")))
     step = jax.jit(jax.grad(lambda p, x: jnp.sum(_chunked(x, p, None)[1] ** 2)))
     _close(step(params, sharded), step(params, x), rtol=1e-5)
+    program = step.lower(params, sharded).compile().as_text()
+    calls = [line for line in program.splitlines() if "climml_lstm_" in line]
+    rows = {int(r) for line in calls for r in re.findall(r"f32\[\d+,(\d+),\d+\]", line)}
+    assert calls and rows == {4}  # every kernel call on a device sees 4 of the 16 rows
+    assert "all-gather" not in program
 
 
 def test_hidden_size_must_fit_vectors():
@@ -212,7 +215,7 @@ def test_cache_key_changes_with_source(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("head", ["many_to_one", "many_to_many"])
-def test_bidirectional_network_matches_xla_path(monkeypatch, head):
+def test_bidirectional_network_matches_xla_path(head):
     """A stacked bidirectional LSTM with ragged lengths: loss and every parameter gradient equal
     with the kernel and without it (both directions and both layers go through the kernel)."""
     from flax import nnx
@@ -220,7 +223,6 @@ def test_bidirectional_network_matches_xla_path(monkeypatch, head):
     from climml.models.registry import IOSpec
     from climml.models.rnn import LSTMConfig, build_rnn
 
-    monkeypatch.setattr(native, "_one_device", lambda: True)
     steps, batch, features = 11, 6, 3
     out = (1,) if head == "many_to_one" else (steps, 1)
     cfg = LSTMConfig(hidden=(16, 32), bidirectional=True, head=head)
