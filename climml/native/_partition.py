@@ -35,7 +35,7 @@ def _rule(ranks: Sequence[Sequence[int]], axes: Sequence[Sequence[int | None]]):
                 else:
                     dims.append(next(names))
                     others.append(dims[-1])
-            operands.append(" ".join(dims) if dims else "")
+            operands.append(" ".join(dims))
         sides.append(", ".join(operands))
     return " -> ".join(sides), tuple(others)
 
@@ -73,7 +73,7 @@ def looped(fn: Callable) -> Callable:
     mapped = jax.custom_batching.custom_vmap(fn)
 
     @mapped.def_vmap
-    def _rule(axis_size, in_batched, *args):
+    def _loop(axis_size, in_batched, *args):
         args = [
             a if batched else jnp.broadcast_to(a, (axis_size, *a.shape))
             for a, batched in zip(args, in_batched, strict=True)
