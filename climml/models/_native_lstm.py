@@ -91,44 +91,36 @@ def _bwd(chunk, residuals, cotangents):
     w_in_kernel = w_in if in_kernel else None
     valid = _valid(x, mask)
 
-    def input_cotangent(d_x, d_z):
-        return None if not wants_dx else d_x if in_kernel else d_z @ w_in.T
-
-    if acts is not None:  # every step's gates were kept: one backward pass
-        d_z, d_x, _, _ = native.lstm_backward(
-            acts, cs, w_rec, valid, d_ys, d_last, w_in=w_in_kernel
+    def run_chunk(carry, xs):
+        d_h, d_c, grads = carry
+        (x_c, valid_c, hs_c, cs_c, acts_c, d_ys_c), (h0, c0) = xs
+        if acts_c is None:  # gates not kept: re-run this chunk's forward from its initial state
+            acts_c = native.lstm_forward(x_c, w_in, b_in + b_rec, w_rec, valid_c, h0, c0)[2]
+        d_z, d_x, d_h, d_c = native.lstm_backward(
+            acts_c, cs_c, w_rec, valid_c, d_ys_c, d_h, w_in=w_in_kernel, c0=c0, d_c=d_c
         )
-        d_w_in, d_b, d_w_rec = _grads(x, shift(hs), d_z)
-        d_x = input_cotangent(d_x, d_z)
-    else:
-        # Chunks from the last; each re-runs its forward from the state entering it. A scan (not
-        # a Python loop) so that XLA cannot hoist every chunk's recomputation to the start and
-        # keep all their gates alive at once.
-        def run_chunk(carry, xs):
-            d_h, d_c, grads = carry
-            (x_c, valid_c, hs_c, cs_c, d_ys_c), (h0, c0) = xs
-            gates = native.lstm_forward(x_c, w_in, b_in + b_rec, w_rec, valid_c, h0, c0)[2]
-            d_z, d_x, d_h, d_c = native.lstm_backward(
-                gates, cs_c, w_rec, valid_c, d_ys_c, d_h, w_in=w_in_kernel, c0=c0, d_c=d_c
-            )
-            h_prev = jnp.concatenate([h0[None], hs_c[:-1]])  # h entering each step
-            grads = jax.tree.map(jnp.add, grads, _grads(x_c, h_prev, d_z))
-            return (d_h, d_c, grads), input_cotangent(d_x, d_z)
+        h_prev = jnp.concatenate([h0[None], hs_c[:-1]])  # h entering each step
+        grads = jax.tree.map(jnp.add, grads, _grads(x_c, h_prev, d_z))
+        if wants_dx and not in_kernel:
+            d_x = d_z @ w_in.T
+        return (d_h, d_c, grads), d_x
 
-        zero_state = jnp.zeros_like(hs[0])
-        d_h = zero_state if d_last is None else d_last
-        zero_grads = (jnp.zeros_like(w_in), jnp.zeros_like(b_in), jnp.zeros_like(w_rec))
-        # The state entering each chunk (zeros before the first; the kernel treats it as given).
-        firsts = (shift(hs)[::chunk], shift(cs)[::chunk])
-        (_, _, (d_w_in, d_b, d_w_rec)), d_x = chunked_scan(
-            run_chunk,
-            (d_h, zero_state, zero_grads),
-            (x, valid, hs, cs, d_ys),
-            x.shape[0],
-            chunk,
-            reverse=True,
-            firsts=firsts,
-        )
+    zero_state = jnp.zeros_like(hs[0])
+    d_h = zero_state if d_last is None else d_last
+    zero_grads = (jnp.zeros_like(w_in), jnp.zeros_like(b_in), jnp.zeros_like(w_rec))
+    # The state entering each chunk (zeros before the first). Kept gates make one chunk of all
+    # the steps; otherwise chunks run from the last, in a scan rather than a Python loop so that
+    # XLA cannot hoist every chunk's recomputation to the start and keep all their gates alive.
+    firsts = (shift(hs)[::chunk], shift(cs)[::chunk])
+    (_, _, (d_w_in, d_b, d_w_rec)), d_x = chunked_scan(
+        run_chunk,
+        (d_h, zero_state, zero_grads),
+        (x, valid, hs, cs, acts, d_ys),
+        x.shape[0],
+        chunk,
+        reverse=True,
+        firsts=firsts,
+    )
     d_mask = None if mask is None else np.zeros(mask.shape, jax.dtypes.float0)
     return d_x, (d_w_in, d_b, d_w_rec, d_b), d_mask
 
