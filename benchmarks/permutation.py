@@ -32,7 +32,7 @@ from sklearn.inspection import permutation_importance as sklearn_importance
 
 from climml.explain import permutation_importance
 from climml.models.mlp import MLPConfig, build_mlp
-from climml.models.registry import IOSpec
+from climml.types import IOSpec
 
 VMAP_ALL = 10**9  # chunk_size large enough to vmap every candidate of a pass at once
 

@@ -39,8 +39,8 @@ import torch
 from flax import nnx
 
 from climml import native
-from climml.models.registry import IOSpec
 from climml.models.rnn import RecurrentConfig, build_rnn
+from climml.types import IOSpec
 
 FEATURES = 8
 LR = 1e-3

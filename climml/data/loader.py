@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -22,28 +22,10 @@ from climml.data.blocks import BlockCache
 from climml.data.prefetch import prefetched
 from climml.data.validate import validate_dataset
 from climml.errors import ConfigError, DataError, expected
+from climml.types import Batch, IOSpec
 
 CHANNEL_DIMS = ("feature", "channel")  # a variable's entries along these dims become channels
 BLOCK_BYTES = 16 * 2**20  # default block size: large reads, bounded memory
-
-
-class Batch(NamedTuple):
-    """One batch; ``B`` = batch size, ``T`` = input steps, ``L`` = number of leads.
-
-    x: (B, T, *spatial, C) float32 inputs, channels = input variables (+ mask), NaN -> 0.
-    y: (B, L, *target_spatial) float32 targets, NaN -> 0.
-    y_valid: like ``y``; 1.0 where the target was finite (0.0 also on padding rows).
-    target_history: (B, T, *target_spatial) float32, the target over the input steps, NaN -> 0.
-    weight: (B,) float32, 1 for real samples, 0 for padding rows of the last batch.
-    anchor: (B,) int64 time index of each sample's last input step, -1 for padding.
-    """
-
-    x: Any
-    y: Any
-    y_valid: Any
-    target_history: Any
-    weight: Any
-    anchor: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -141,8 +123,6 @@ class WindowLoader:
     @property
     def spec(self):
         """``IOSpec`` of a sample: input ``(T, *spatial, C)``, output ``(L, *target_spatial)``."""
-        from climml.models.registry import IOSpec  # deferred: keeps `import climml.data` light
-
         return IOSpec(
             input_shape=self._input_shape,
             output_shape=(len(self.leads), *self._target_spatial),

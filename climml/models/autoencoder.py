@@ -24,8 +24,9 @@ from flax import nnx
 from climml.errors import ConfigError, DataError, expected
 from climml.models._aux_loss import AuxLoss
 from climml.models.conv import Conv
-from climml.models.registry import IOSpec, register
+from climml.models.registry import register
 from climml.models.unet import Upsample2x
+from climml.types import IOSpec
 
 
 @dataclass(frozen=True)

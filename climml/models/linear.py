@@ -10,15 +10,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from climml.errors import ConfigError, DataError, expected
-from climml.models.registry import IOSpec
-
-if TYPE_CHECKING:
-    from climml.data.loader import Batch
+from climml.types import Batch, IOSpec
 
 
 class Persistence:

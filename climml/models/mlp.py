@@ -10,7 +10,8 @@ from flax import nnx
 
 from climml.models._activations import activation
 from climml.models._dense import DenseHead
-from climml.models.registry import IOSpec, register
+from climml.models.registry import register
+from climml.types import IOSpec
 
 
 @dataclass(frozen=True)

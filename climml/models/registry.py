@@ -19,29 +19,12 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from flax import nnx
 
 from climml.errors import ConfigError, expected
-
-
-@dataclass(frozen=True)
-class IOSpec:
-    """Per-sample shapes a model maps between (no batch axis).
-
-    input_shape: ``(steps, *spatial, channels)``; e.g. ``(3, 24, 72, 4)`` for three months of
-        two gridded variables plus mask channels, or ``(32, 5)`` for 32 steps of 5 features.
-    output_shape: ``(leads, *target_spatial)`` for regression, e.g. ``(3,)`` for an index at three
-        leads; ``(leads, lat, lon)`` for a field. Classifiers add a trailing class axis.
-    num_classes: number of classes for segmentation/classification, else ``None``.
-    """
-
-    input_shape: tuple[int, ...]
-    output_shape: tuple[int, ...]
-    num_classes: int | None = None
-
+from climml.types import IOSpec
 
 Builder = Callable[[Any, IOSpec, nnx.Rngs], nnx.Module]
 

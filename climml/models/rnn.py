@@ -23,7 +23,8 @@ from flax import nnx
 
 from climml.errors import ConfigError, DataError, expected
 from climml.models._recurrence import CELLS, scan_cell
-from climml.models.registry import IOSpec, register
+from climml.models.registry import register
+from climml.types import IOSpec
 
 
 class RecurrentLayer(nnx.Module):

@@ -24,7 +24,8 @@ from flax import nnx
 from climml.errors import ConfigError, DataError, expected
 from climml.models._activations import activation
 from climml.models._dense import DenseHead
-from climml.models.registry import IOSpec, register
+from climml.models.registry import register
+from climml.types import IOSpec
 
 PADDINGS = {"same": "SAME", "causal": "CAUSAL"}
 POOLS = ("mean", "last")

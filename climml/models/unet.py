@@ -21,7 +21,8 @@ from flax import nnx
 
 from climml.errors import ConfigError, DataError, expected
 from climml.models.conv import Conv
-from climml.models.registry import IOSpec, register
+from climml.models.registry import register
+from climml.types import IOSpec
 
 NORMALIZATIONS = ("batch", "group", "none")
 

@@ -220,8 +220,8 @@ def test_bidirectional_network_matches_xla_path(head):
     with the kernel and without it (both directions and both layers go through the kernel)."""
     from flax import nnx
 
-    from climml.models.registry import IOSpec
     from climml.models.rnn import LSTMConfig, build_rnn
+    from climml.types import IOSpec
 
     steps, batch, features = 11, 6, 3
     out = (1,) if head == "many_to_one" else (steps, 1)

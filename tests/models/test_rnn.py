@@ -19,8 +19,8 @@ from climml.models._recurrence import (
     rnn_cell,
     scan_cell,
 )
-from climml.models.registry import IOSpec
 from climml.models.rnn import GRUConfig, LSTMConfig, RecurrentConfig, build_rnn
+from climml.types import IOSpec
 
 B, T, F, H = 3, 7, 4, 5
 

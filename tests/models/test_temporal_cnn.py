@@ -10,8 +10,8 @@ import pytest
 from flax import nnx
 
 from climml.errors import ConfigError, DataError
-from climml.models.registry import IOSpec
 from climml.models.temporal_cnn import TemporalCNNConfig, build_temporal_cnn
+from climml.types import IOSpec
 
 B, T, F = 2, 12, 3
 
