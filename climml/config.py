@@ -101,7 +101,13 @@ class EvalConfig:
     task: str = "regression"  # regression | segmentation | reconstruction
     split: str = "test"
     baselines: tuple[str, ...] = ("persistence", "climatology")
-    metrics: tuple[str, ...] = ("rmse", "mae", "acc")
+    # Score names, or {name: {param: value}} for scores with parameters, e.g.
+    # [rmse, acc, {csi: {thresholds: [0.5, 1.0]}}, {fss: {thresholds: [1.0], scales: [1, 3]}},
+    #  {bootstrap: {n: 200, ci: 0.9}}]; climml.tasks.metric_specs lists every name and parameter.
+    metrics: tuple[str | Mapping[str, Any], ...] = ("rmse", "mae", "acc")
+    # Latitude weights of gridded scores: cell_area (exact spherical band areas, as
+    # WeatherBench 2) | cos (cos(latitude)) | none (every grid point alike).
+    area_weighting: str = "cell_area"
     explain: ExplainConfig = ExplainConfig()
 
 
