@@ -10,14 +10,15 @@ Each model family registers itself with :func:`register`::
     @register("cnn", CNNConfig)
     def build_cnn(cfg: CNNConfig, spec: IOSpec, rngs: nnx.Rngs) -> nnx.Module: ...
 
-Every family module in ``climml/models/`` is imported on first use, so adding a file with a
-``@register`` call is all it takes to make a model available to configs and the CLI.
+``FAMILIES`` names the module of every built-in model; a module is imported the first time one of
+its names is looked up, so parsing a CNN config does not import the recurrent, U-Net or native
+LSTM code (nor their JAX extensions). A new family is a file with a ``@register`` call plus its
+line in ``FAMILIES``; code outside the package can also call ``register`` itself.
 """
 
 from __future__ import annotations
 
 import importlib
-import pkgutil
 from collections.abc import Callable
 from typing import Any
 
@@ -29,7 +30,18 @@ from climml.types import IOSpec
 Builder = Callable[[Any, IOSpec, nnx.Rngs], nnx.Module]
 
 _REGISTRY: dict[str, tuple[type, Builder]] = {}
-_LOADED = False
+
+# model name -> module whose ``@register`` call defines it (imported on first lookup)
+FAMILIES: dict[str, str] = {
+    "autoencoder": "climml.models.autoencoder",
+    "cnn": "climml.models.cnn",
+    "gru": "climml.models.rnn",
+    "lstm": "climml.models.rnn",
+    "mlp": "climml.models.mlp",
+    "rnn": "climml.models.rnn",
+    "temporal_cnn": "climml.models.temporal_cnn",
+    "unet": "climml.models.unet",
+}
 
 
 def register(name: str, config_cls: type) -> Callable[[Builder], Builder]:
@@ -42,28 +54,26 @@ def register(name: str, config_cls: type) -> Callable[[Builder], Builder]:
     return decorate
 
 
-def _load_families() -> None:
-    """Import every module of ``climml.models`` once so that their ``@register`` calls run."""
-    global _LOADED
-    if _LOADED:
-        return
-    import climml.models as pkg
+def _load(name: str) -> None:
+    """Import the module that registers ``name``, if it is a built-in not registered yet."""
+    if name not in _REGISTRY and name in FAMILIES:
+        importlib.import_module(FAMILIES[name])
 
-    for info in pkgutil.iter_modules(pkg.__path__):
-        if not info.name.startswith("_"):
-            importlib.import_module(f"climml.models.{info.name}")
-    _LOADED = True
+
+def _load_families() -> None:
+    """Import every built-in family (for listings that need every config class)."""
+    for name in FAMILIES:
+        _load(name)
 
 
 def names() -> list[str]:
-    """Registered model names, sorted."""
-    _load_families()
-    return sorted(_REGISTRY)
+    """Known model names (built-in and registered), sorted; imports no family."""
+    return sorted(set(FAMILIES) | set(_REGISTRY))
 
 
 def config_class(name: str) -> type:
     """The hyperparameter dataclass of model ``name`` (``ConfigError`` if unknown)."""
-    _load_families()
+    _load(name)
     if name not in _REGISTRY:
         raise ConfigError(expected("model.name", f"one of {names()}", repr(name)))
     return _REGISTRY[name][0]
