@@ -9,9 +9,29 @@ Example::
     result = cm.run(cfg, workdir="runs/quick")
 """
 
-from climml import config, data, errors, explain, metrics, models
+import importlib
+from typing import Any
+
 from climml.errors import CheckpointError, ClimmlError, ConfigError, DataError
-from climml.pipeline import run
+
+_SUBPACKAGES = ("config", "data", "errors", "explain", "metrics", "models")
+
+
+def __getattr__(name: str) -> Any:
+    """Subpackages and ``run`` import on first access: ``import climml.config`` (parsing a
+    config) then does not pay for JAX, Flax and every model family."""
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f"climml.{name}")
+    if name == "run":
+        from climml.pipeline import run
+
+        return run
+    raise AttributeError(f"module 'climml' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 __all__ = [
     "CheckpointError",
