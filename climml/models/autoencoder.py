@@ -3,7 +3,7 @@
 The encoder halves the grid once per entry of ``filters`` (stride-2 convolutions) and maps the
 result to a ``latent_dim`` vector; the decoder mirrors it back to the grid. Trained to reproduce
 normal fields, it reproduces unusual structures badly: the per-pixel squared reconstruction
-error (:func:`error_map`) is an anomaly map (Sakurada & Yairi 2014).
+error is an anomaly map (Sakurada & Yairi 2014); ``climml.tasks.reconstruction`` writes it.
 
 With ``variational=True`` the encoder outputs a mean and log-variance; in training mode the
 latent is sampled with the reparameterization trick from the ``dropout`` RNG stream (the stream
@@ -46,11 +46,6 @@ class AutoencoderConfig:
     variational: bool = False
     kl_weight: float = 1e-3
     lon_periodic: bool = False
-
-
-def error_map(pred: jax.Array, target: jax.Array) -> jax.Array:
-    """Per-pixel squared reconstruction error, same shape as ``target``: the anomaly map."""
-    return jnp.square(pred - target)
 
 
 def kl_to_standard_normal(mean: jax.Array, log_var: jax.Array) -> jax.Array:

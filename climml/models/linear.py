@@ -1,6 +1,6 @@
 """Reference forecasts that every model must beat: persistence, climatology and AR(p).
 
-They share one predict interface with trained models (see ``climml.predictors``):
+They share one predict interface with trained models (``climml.pipeline.TrainedModel``):
 ``fit(loader) -> self`` on the training split, then ``predict(batch) -> (B, L, *target_spatial)``
 in the loader's normalized units. Because targets are standardized with training statistics
 (optionally per calendar month), the climatological forecast is exactly zero in those units.
