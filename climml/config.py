@@ -199,23 +199,13 @@ def _convert_config(raw: dict) -> Config:
     from climml.models import registry  # deferred: importing flax is only needed for models
 
     raw = dict(raw)
-    model_raw = raw.pop("model", None)
+    model_raw = raw.get("model")
     if not isinstance(model_raw, Mapping) or "name" not in model_raw:
         raise ConfigError(expected("model.name", f"one of {registry.names()}", "nothing"))
-    model = _convert(model_raw, registry.config_class(str(model_raw["name"])), "model")
-    rest = _convert(raw, _ConfigRest, "")
-    return Config(model=model, **{f.name: getattr(rest, f.name) for f in dataclasses.fields(rest)})
-
-
-@dataclass(frozen=True)
-class _ConfigRest:
-    """``Config`` without the model section, so the generic converter can check it."""
-
-    seed: int = 0
-    data: DataConfig = DataConfig()
-    train: TrainConfig = TrainConfig()
-    eval: EvalConfig = EvalConfig()
-    output: OutputConfig = OutputConfig()
+    # the model section is checked against its family's dataclass; ``Config.model`` is typed
+    # ``Any``, so converting the whole config then keeps the converted model as it is
+    raw["model"] = _convert(model_raw, registry.config_class(str(model_raw["name"])), "model")
+    return _convert(raw, Config, "")
 
 
 def _convert(value: Any, hint: Any, path: str) -> Any:
