@@ -1,12 +1,46 @@
-"""xarray wrappers of the metric kernels: ``dim=``, ``weights=``, ``skipna=``, coords kept.
+"""xarray wrappers of the metric kernels: ``dim=``, ``weights=``, ``skipna=``, ``align=``.
 
-Inputs are aligned on their shared coordinates (inner join, as ``xr.apply_ufunc`` and
-xskillscore do) and broadcast by dimension name, so latitude weights can simply be a
-``DataArray`` over ``lat``. ``dim`` names the dimensions reduced (None: all); the result keeps
-the other dimensions and the coordinates that live on them. Datasets are scored variable by
-variable (the observation Dataset must hold the same names). dask-backed inputs stay lazy:
-chunks along kept dimensions are scored in parallel, reduced dimensions are gathered into one
-chunk (accumulate the kernels' statistics yourself to stream over them).
+Call form
+---------
+Data arguments are positional-only, options keyword-only:
+``rmse(forecast, observed, /, *, dim=None, weights="cell_area", skipna=True, align="exact")``.
+``dim`` names the dimensions reduced (None: all); the result keeps the other dimensions and the
+coordinates that live on them. Datasets are scored variable by variable (the observation
+Dataset must hold the same names).
+
+Area weighting
+--------------
+Gridded scores are area-weighted by latitude by default, as the field verifies global fields:
+``weights="cell_area"`` (exact spherical band areas, WeatherBench 2's weights), ``"cos"``
+(cos(latitude)), ``"none"`` (or None: every point alike), or any DataArray broadcast by
+dimension name. A named weighting is built by ``latitude_weights`` from the observation's
+``lat``/``latitude`` coordinate; data without one are weighted equally. Weights only matter
+along reduced dimensions, so ``dim="time"`` scores are the same for every choice.
+Kernels normalise by the sum of the weights of the valid points, so the scale of the weights
+does not matter.
+
+Aggregation over time (WeatherBench 2's conventions; ``climml.tasks`` scores this way)
+----------------------------------------------------------------------------------------
+* ACC: per time over the grid, then the mean over time:
+  ``acc(f, o, dim=("lat", "lon")).mean("time")``.
+* RMSE: the square root of the time mean of the spatially weighted MSE,
+  ``sqrt(mean_t Σ w (f-o)² / Σ w)``. ``rmse(f, o)`` over all dimensions pools time and space
+  with the same weights, which is the same number whenever every time has the same valid points.
+
+Coordinates must match
+----------------------
+``align="exact"`` (default): forecast, observation and weights must hold identical coordinate
+values on the dimensions they share, else ``DataError`` naming the dimension and showing both
+ranges (no silent inner join: longitudes in -180..180 against 0..360 would score half the
+globe, disjoint times would give NaN). ``align="inner"`` opts into the intersection (an empty
+intersection is still an error); ``align="override"`` takes the forecast's coordinates when
+the sizes agree.
+
+dask
+----
+dask-backed inputs stay lazy: chunks along kept dimensions are scored in parallel, reduced
+dimensions (and an ensemble's member dimension) are gathered into one chunk (accumulate the
+kernels' statistics yourself to stream over them).
 
 ``skipna=True`` applies the NaN policy of ``climml.metrics`` (NaN points are masked);
 ``skipna=False`` makes a score NaN as soon as any of its points is NaN.
@@ -14,18 +48,198 @@ chunk (accumulate the kernels' statistics yourself to stream over them).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 
 import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 
-from climml.errors import DataError, expected
+from climml.errors import ConfigError, DataError, expected
 from climml.metrics import categorical, continuous, probabilistic, roc, spatial, spectral
 from climml.metrics._masking import weighted_mean
 
 Dims = Hashable | Sequence[Hashable] | None
 DataLike = xr.DataArray | xr.Dataset
+Weights = xr.DataArray | str | None
+
+LATITUDE_NAMES = ("lat", "latitude")
+WEIGHTINGS = ("cell_area", "cos", "none")
+ALIGNS = ("exact", "inner", "override")
+
+
+# --------------------------------------------------------------------------- latitude weights
+
+
+def latitude_dim(data: DataLike) -> Hashable | None:
+    """The latitude dimension of ``data`` (``lat`` or ``latitude``), or None."""
+    return next((d for d in LATITUDE_NAMES if d in data.dims), None)
+
+
+def latitude_weights(data: DataLike, /, *, kind: str = "cell_area", normalize: bool = True):
+    """Area weights of each latitude as a DataArray over the latitude dimension.
+
+    Args:
+      data: a 1-D latitude DataArray (degrees), or a DataArray/Dataset with a ``lat`` or
+        ``latitude`` dimension coordinate. A Dataset whose latitude carries CF ``bounds``
+        (a ``(n, 2)`` variable in degrees) gives the cell areas from those bounds.
+      kind: ``"cell_area"``: the area of each latitude band, ``sin(upper) - sin(lower)``
+        with the bounds at the midpoints between neighbours and half a spacing beyond the
+        first and last latitude (clipped to ±90°; on a global grid these are WeatherBench 2's
+        weights). ``"cos"``: ``cos(lat)``. ``"none"``: ones.
+      normalize: divide by the mean (mean 1). ``normalize=False`` with ``"cell_area"`` gives
+        each band's fraction of the sphere's area, ``(sin(upper) - sin(lower)) / 2``, so the
+        weights sum to the fraction of the sphere the latitudes cover.
+
+    Returns:
+      float64 DataArray with dims ``(<latitude dim>,)`` and the latitude coordinate.
+    """
+    if kind not in WEIGHTINGS:
+        raise ConfigError(expected("kind", f"one of {list(WEIGHTINGS)}", repr(kind)))
+    if isinstance(data, xr.DataArray) and data.ndim == 1 and latitude_dim(data) is None:
+        lat = data  # the latitude coordinate itself, whatever its name
+    else:
+        dim = latitude_dim(data)
+        if dim is None:
+            want = f"a dimension named one of {list(LATITUDE_NAMES)}"
+            raise DataError(expected("latitude", want, f"dims {list(data.dims)}"))
+        lat = data[dim]
+    dim = lat.dims[0]
+    values = _checked_latitudes(np.asarray(lat.values, dtype=np.float64))
+    if kind == "none":
+        weights = np.ones_like(values)
+    elif kind == "cos":
+        weights = np.cos(np.deg2rad(values))
+    else:
+        bounds = _cf_bounds(data, dim, values.size)
+        if bounds is None:
+            bounds = _bounds_from_spacing(values, need=not normalize)
+        weights = np.abs(np.diff(np.sin(np.deg2rad(bounds)), axis=-1))[..., 0] / 2
+    if normalize:
+        weights = weights / weights.mean()
+    return xr.DataArray(weights, dims=(dim,), coords={dim: lat.values}, name="latitude_weights")
+
+
+def _checked_latitudes(lat: np.ndarray) -> np.ndarray:
+    if lat.ndim != 1 or lat.size == 0:
+        raise DataError(expected("latitude", "a non-empty 1-D coordinate", f"shape {lat.shape}"))
+    if np.any(~np.isfinite(lat)) or np.any(np.abs(lat) > 90):
+        raise DataError(expected("latitude", "degrees in [-90, 90]", f"{lat.min()}..{lat.max()}"))
+    steps = np.diff(lat)
+    if not (np.all(steps > 0) or np.all(steps < 0)):
+        raise DataError(expected("latitude", "strictly monotonic values", "repeated or unsorted"))
+    return lat
+
+
+def _cf_bounds(data: DataLike, dim: Hashable, n: int) -> np.ndarray | None:
+    """``(n, 2)`` latitude bounds named by the coordinate's CF ``bounds`` attribute, if any."""
+    if not isinstance(data, xr.Dataset) or dim not in data.coords:
+        return None
+    name = data[dim].attrs.get("bounds")
+    if name is None or name not in data.variables:
+        return None
+    bounds = np.asarray(data[name].values, dtype=np.float64)
+    if bounds.shape != (n, 2) or np.any(np.abs(bounds) > 90):
+        raise DataError(expected(str(name), f"({n}, 2) latitude bounds in degrees", bounds.shape))
+    return bounds
+
+
+def _bounds_from_spacing(lat: np.ndarray, need: bool) -> np.ndarray:
+    """``(n, 2)`` band bounds: midpoints between neighbours, half a step beyond the ends."""
+    if lat.size == 1:
+        if need:
+            raise DataError(expected("latitude", "2+ points or CF bounds for cell areas", 1))
+        return np.array([[lat[0] - 0.5, lat[0] + 0.5]]).clip(-90, 90)
+    steps = np.diff(lat)
+    mid = (lat[1:] + lat[:-1]) / 2
+    edges = np.concatenate([[lat[0] - steps[0] / 2], mid, [lat[-1] + steps[-1] / 2]])
+    edges = np.clip(edges, -90, 90)
+    return np.stack([edges[:-1], edges[1:]], axis=-1)
+
+
+def _resolve_weights(weights: Weights, reference: DataLike) -> xr.DataArray | None:
+    """A weights DataArray (or None) from a DataArray, a weighting name or None."""
+    if weights is None:
+        return None
+    if isinstance(weights, str):
+        if weights not in WEIGHTINGS:
+            want = f"a DataArray or one of {list(WEIGHTINGS)}"
+            raise ConfigError(expected("weights", want, repr(weights)))
+        if weights == "none" or latitude_dim(reference) is None:
+            return None
+        return latitude_weights(reference, kind=weights)
+    if not isinstance(weights, xr.DataArray):
+        want = f"an xarray.DataArray or one of {list(WEIGHTINGS)}"
+        raise DataError(expected("weights", want, type(weights).__name__))
+    return weights
+
+
+# --------------------------------------------------------------------------- alignment
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float | np.floating):
+        return f"{value:g}"
+    if isinstance(value, np.datetime64):
+        return np.datetime_as_string(value, unit="auto")
+    return str(value)
+
+
+def _span(index) -> str:
+    values = np.asarray(index)
+    if values.size == 0:
+        return "(empty)"
+    return f"{_fmt(values[0])}..{_fmt(values[-1])} ({values.size} values)"
+
+
+def _check_exact(named: Mapping[str, DataLike]) -> None:
+    """DataError naming the first dimension whose sizes or coordinate values differ."""
+    first: dict[Hashable, tuple[str, DataLike]] = {}
+    hint = "pass align='inner' or align='override', or fix the coordinates"
+    for name, data in named.items():
+        for d in data.dims:
+            if d not in first:
+                first[d] = (name, data)
+                continue
+            ref_name, ref = first[d]
+            if ref.sizes[d] != data.sizes[d] and (d not in ref.indexes or d not in data.indexes):
+                raise DataError(
+                    f"{d}: {ref_name} has {ref.sizes[d]} points, {name} has {data.sizes[d]}"
+                )
+            if (
+                d in ref.indexes
+                and d in data.indexes
+                and not ref.indexes[d].equals(data.indexes[d])
+            ):
+                a, b = np.asarray(ref.indexes[d]), np.asarray(data.indexes[d])
+                detail = ""
+                if a.size == b.size:
+                    i = int(np.argmax(a != b))
+                    detail = f", first difference at position {i}: {_fmt(a[i])} vs {_fmt(b[i])}"
+                raise DataError(f"{d}: {ref_name} {_span(a)} vs {name} {_span(b)}{detail}; {hint}")
+
+
+def _align(named: Mapping[str, DataLike | None], align: str) -> list[DataLike]:
+    """The non-None inputs aligned under ``align`` (see the module docstring)."""
+    if align not in ALIGNS:
+        raise ConfigError(expected("align", f"one of {list(ALIGNS)}", repr(align)))
+    named = {k: v for k, v in named.items() if v is not None}
+    if align == "exact":
+        _check_exact(named)
+    try:
+        aligned = xr.align(*named.values(), join=align)
+    except ValueError as err:
+        raise DataError(f"{', '.join(named)}: cannot align ({str(err).splitlines()[0]})") from None
+    if align == "inner":
+        for d, size in aligned[0].sizes.items():
+            if size == 0 and any(data.sizes.get(d, 0) for data in named.values()):
+                spans = " vs ".join(
+                    f"{k} {_span(v.indexes[d])}" for k, v in named.items() if d in v.indexes
+                )
+                raise DataError(f"{d}: no shared coordinate values ({spans})")
+    return list(aligned)
+
+
+# --------------------------------------------------------------------------- applying kernels
 
 
 def _default_float() -> np.dtype:
@@ -43,28 +257,55 @@ def _reduced_dims(array: xr.DataArray, dim: Dims) -> list[Hashable]:
     return dims
 
 
+def _variable(data: DataLike, name: Hashable, field: str) -> xr.DataArray:
+    """``data[name]`` for a Dataset (with a clear error), the array itself otherwise."""
+    if isinstance(data, xr.DataArray):
+        return data
+    if name not in data.data_vars:
+        raise DataError(expected(field, f"a variable named {name!r}", list(data.data_vars)))
+    return data[name]
+
+
 def _apply(
     kernel: Callable,
-    arrays: Sequence[DataLike],
+    named: Mapping[str, DataLike],
+    *,
     dim: Dims,
-    weights: xr.DataArray | None,
+    weights: Weights,
     skipna: bool,
+    align: str,
+    new_dims: Mapping[str, int] | None = None,
+    dtype: np.dtype | None = None,
 ) -> DataLike:
-    """Run ``kernel(*values, axis=..., weights=...)`` over ``dim`` of aligned arrays.
+    """Run ``kernel(*values, axis=..., weights=...)`` over ``dim`` of the aligned inputs.
 
-    Datasets are handled variable by variable; other arguments are shared.
+    ``named`` maps argument names (used in error messages) to the data, in kernel order. The
+    kernel returns the kept dimensions followed by ``new_dims`` (name: size), if any.
+    Datasets are handled variable by variable; weights are shared.
     """
-    if isinstance(arrays[0], xr.Dataset):
+    names = list(named)
+    weights = _resolve_weights(weights, named[names[-1]])
+    first = named[names[0]]
+    if isinstance(first, xr.Dataset):
         return xr.Dataset(
             {
-                name: _apply(kernel, [_variable(a, name) for a in arrays], dim, weights, skipna)
-                for name in arrays[0].data_vars
+                var: _apply(
+                    kernel,
+                    {k: _variable(v, var, k) for k, v in named.items()},
+                    dim=dim,
+                    weights=weights,
+                    skipna=skipna,
+                    align=align,
+                    new_dims=new_dims,
+                    dtype=dtype,
+                )
+                for var in first.data_vars
             }
         )
-    with_weights = list(arrays) + ([] if weights is None else [weights])
-    aligned = xr.broadcast(*xr.align(*with_weights, join="inner"))
+    aligned = xr.broadcast(*_align({**named, "weights": weights}, align))
     dims = _reduced_dims(aligned[0], dim)
-    out_dtype = _default_float()
+    out_dtype = dtype or _default_float()
+    new_dims = dict(new_dims or {})
 
     def run(*data: np.ndarray) -> np.ndarray:
         values, w = (data[:-1], data[-1]) if weights is not None else (data, None)
@@ -72,200 +313,348 @@ def _apply(
         out = kernel(*values, axis=axis, weights=w)
         if not skipna:
             any_nan = np.any([np.isnan(np.asarray(v, dtype=float)) for v in values], axis=0)
-            out = jnp.where(np.any(any_nan, axis=axis), jnp.nan, out)
+            nan_here = np.any(any_nan, axis=axis)
+            nan_here = np.expand_dims(nan_here, tuple(range(-len(new_dims), 0)))
+            out = jnp.where(nan_here, jnp.nan, out)
         return np.asarray(out).astype(out_dtype)
 
     return xr.apply_ufunc(
         run,
         *aligned,
         input_core_dims=[dims] * len(aligned),
+        output_core_dims=[list(new_dims)],
         dask="parallelized",
         output_dtypes=[out_dtype],
-        dask_gufunc_kwargs={"allow_rechunk": True},
+        dask_gufunc_kwargs={"allow_rechunk": True, "output_sizes": new_dims},
     )
 
 
-def _variable(data: DataLike, name: Hashable) -> xr.DataArray:
-    """``data[name]`` for a Dataset (with a clear error), the array itself otherwise."""
-    if isinstance(data, xr.DataArray):
-        return data
-    if name not in data.data_vars:
-        raise DataError(expected("observed", f"a variable named {name!r}", list(data.data_vars)))
-    return data[name]
+# --------------------------------------------------------------------------- continuous scores
 
 
-def rmse(forecast: DataLike, observed: DataLike, dim: Dims = None, weights=None, skipna=True):
-    """Root mean squared error over ``dim``."""
-    return _apply(continuous.rmse, [forecast, observed], dim, weights, skipna)
+def rmse(
+    forecast,
+    observed,
+    /,
+    *,
+    dim: Dims = None,
+    weights: Weights = "cell_area",
+    skipna: bool = True,
+    align: str = "exact",
+):
+    """Root mean squared error over ``dim`` (area-weighted by default; see module docstring)."""
+    return _continuous(continuous.rmse, forecast, observed, dim, weights, skipna, align)
 
 
-def mae(forecast: DataLike, observed: DataLike, dim: Dims = None, weights=None, skipna=True):
+def mae(
+    forecast,
+    observed,
+    /,
+    *,
+    dim: Dims = None,
+    weights: Weights = "cell_area",
+    skipna: bool = True,
+    align: str = "exact",
+):
     """Mean absolute error over ``dim``."""
-    return _apply(continuous.mae, [forecast, observed], dim, weights, skipna)
+    return _continuous(continuous.mae, forecast, observed, dim, weights, skipna, align)
 
 
-def bias(forecast: DataLike, observed: DataLike, dim: Dims = None, weights=None, skipna=True):
+def bias(
+    forecast,
+    observed,
+    /,
+    *,
+    dim: Dims = None,
+    weights: Weights = "cell_area",
+    skipna: bool = True,
+    align: str = "exact",
+):
     """Mean error ``forecast - observed`` over ``dim``."""
-    return _apply(continuous.bias, [forecast, observed], dim, weights, skipna)
+    return _continuous(continuous.bias, forecast, observed, dim, weights, skipna, align)
 
 
 def correlation(
-    forecast: DataLike, observed: DataLike, dim: Dims = None, weights=None, skipna=True
+    forecast,
+    observed,
+    /,
+    *,
+    dim: Dims = None,
+    weights: Weights = "cell_area",
+    skipna: bool = True,
+    align: str = "exact",
 ):
     """Pearson correlation over ``dim``."""
-    return _apply(continuous.correlation, [forecast, observed], dim, weights, skipna)
+    return _continuous(continuous.correlation, forecast, observed, dim, weights, skipna, align)
+
+
+def _continuous(kernel, forecast, observed, dim, weights, skipna, align):
+    def run(f, o, axis, weights):
+        return kernel(f, o, axis=axis, weights=weights)
+
+    named = {"forecast": forecast, "observed": observed}
+    return _apply(run, named, dim=dim, weights=weights, skipna=skipna, align=align)
 
 
 def acc(
     forecast: DataLike,
     observed: DataLike,
     climatology: DataLike | None = None,
+    /,
+    *,
     dim: Dims = None,
-    weights=None,
+    weights: Weights = "cell_area",
     skipna: bool = True,
     centered: bool = False,
+    align: str = "exact",
 ):
-    """Anomaly correlation over ``dim`` (see ``climml.metrics.acc``)."""
+    """Anomaly correlation over ``dim`` (see ``climml.metrics.acc``).
+
+    WeatherBench 2's ACC is per time, then averaged: ``acc(f, o, c, dim=("lat", "lon"))``
+    followed by ``.mean("time")``. ``climatology`` (None: inputs are anomalies already) must
+    match the coordinates of the dimensions it shares with the data.
+    """
     if climatology is not None:
+        named = {"forecast": forecast, "observed": observed, "climatology": climatology}
+        forecast, observed, climatology = _align(named, align)
         forecast, observed = forecast - climatology, observed - climatology
 
     def kernel(f, o, axis, weights):
         return continuous.acc(f, o, axis=axis, weights=weights, centered=centered)
 
-    return _apply(kernel, [forecast, observed], dim, weights, skipna)
+    named = {"forecast": forecast, "observed": observed}
+    return _apply(kernel, named, dim=dim, weights=weights, skipna=skipna, align=align)
+
+
+# --------------------------------------------------------------------------- probabilistic scores
+
+
+def _check_range(name: str, values: np.ndarray, allowed: str) -> None:
+    """DataError naming ``name`` when a non-NaN value is outside [0, 1] (``allowed="[0, 1]"``)
+    or not 0/1 (``allowed="0/1"``)."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[~np.isnan(v)]
+    bad = v[(v < 0) | (v > 1)] if allowed == "[0, 1]" else v[(v != 0) & (v != 1)]
+    if bad.size:
+        raise DataError(
+            expected(name, f"values {allowed} (or NaN)", f"{_fmt(bad[0])} and {bad.size - 1} more")
+        )
 
 
 def brier_score(
-    probability: DataLike, observed: DataLike, dim: Dims = None, weights=None, skipna=True
+    probability,
+    observed,
+    /,
+    *,
+    dim: Dims = None,
+    weights: Weights = "cell_area",
+    skipna: bool = True,
+    align: str = "exact",
 ):
-    """Brier score over ``dim``."""
-    return _apply(probabilistic.brier_score, [probability, observed], dim, weights, skipna)
+    """Brier score over ``dim``: ``probability`` in [0, 1], ``observed`` 0/1 (NaN masks)."""
+
+    def kernel(p, o, axis, weights):
+        _check_range("probability", p, "[0, 1]")
+        _check_range("observed", o, "0/1")
+        return probabilistic.brier_score(p, o, axis=axis, weights=weights)
+
+    named = {"probability": probability, "observed": observed}
+    return _apply(kernel, named, dim=dim, weights=weights, skipna=skipna, align=align)
 
 
 def crps_ensemble(
     forecast: DataLike,
     observed: DataLike,
+    /,
+    *,
     member_dim: Hashable = "member",
     dim: Dims = None,
-    weights: xr.DataArray | None = None,
+    weights: Weights = "cell_area",
     member_weights: xr.DataArray | None = None,
     fair: bool = False,
     skipna: bool = True,
+    align: str = "exact",
 ):
     """Mean ensemble CRPS over ``dim`` (per-point CRPS first, then the weighted mean).
 
-    ``weights`` weight points in the mean (e.g. latitude weights); ``member_weights`` weight
-    ensemble members (see ``climml.metrics.crps_ensemble``). ``dim=None`` reduces every
-    dimension of the observations.
+    ``weights`` weight points in the mean (area weighting by default); ``member_weights``
+    weight ensemble members (see ``climml.metrics.crps_ensemble``). ``dim=None`` reduces every
+    dimension of the observations. A dask forecast may be chunked along ``member_dim``: the
+    members are gathered into one chunk per point block.
     """
     if isinstance(forecast, xr.Dataset):
         return xr.Dataset(
             {
                 name: crps_ensemble(
                     forecast[name],
-                    _variable(observed, name),
-                    member_dim,
-                    dim,
-                    weights,
-                    member_weights,
-                    fair,
-                    skipna,
+                    _variable(observed, name, "observed"),
+                    member_dim=member_dim,
+                    dim=dim,
+                    weights=weights,
+                    member_weights=member_weights,
+                    fair=fair,
+                    skipna=skipna,
+                    align=align,
                 )
                 for name in forecast.data_vars
             }
         )
     if member_dim not in forecast.dims:
-        raise DataError(
-            expected("member_dim", f"a dimension of forecast {list(forecast.dims)}", member_dim)
-        )
-    inputs = [forecast, observed] + ([] if member_weights is None else [member_weights])
-    forecast, observed, *member_weights = xr.align(*inputs, join="inner")
-    member_weights = [w.broadcast_like(forecast) for w in member_weights]
+        want = f"a dimension of forecast {list(forecast.dims)}"
+        raise DataError(expected("member_dim", want, repr(member_dim)))
+    named = {"forecast": forecast, "observed": observed, "member_weights": member_weights}
+    forecast, observed, *member_w = _align(named, align)
+    member_w = [w.broadcast_like(forecast) for w in member_w]
+    if forecast.chunks is not None:  # the kernel needs every member of a point in one block
+        forecast = forecast.chunk({member_dim: -1})
+        member_w = [w.chunk({member_dim: -1}) for w in member_w]
 
     def per_point(f, o, w=None):
-        return np.asarray(probabilistic.crps_ensemble(f, o, ensemble_axis=-1, fair=fair, weights=w))
+        score = probabilistic.crps_ensemble(f, o, ensemble_axis=-1, fair=fair, weights=w)
+        return np.asarray(score).astype(_default_float())
 
     score = xr.apply_ufunc(
         per_point,
         forecast,
         observed,
-        *member_weights,
-        input_core_dims=[[member_dim], [], [member_dim]][: 2 + len(member_weights)],
+        *member_w,
+        input_core_dims=[[member_dim], [], [member_dim]][: 2 + len(member_w)],
         dask="parallelized",
         output_dtypes=[_default_float()],
     )
-    return _apply(weighted_mean, [score], dim, weights, skipna)
+
+    def mean(values, axis, weights):
+        return weighted_mean(values, axis=axis, weights=weights)
+
+    w = _resolve_weights(weights, observed)
+    return _apply(mean, {"crps": score}, dim=dim, weights=w, skipna=skipna, align=align)
 
 
 def roc_auc(
-    scores: DataLike,
-    labels: DataLike,
+    scores,
+    labels,
+    /,
+    *,
     dim: Dims = None,
-    weights=None,
+    weights: Weights = "cell_area",
     bins: int | Sequence[float] | None = None,
+    align: str = "exact",
 ):
     """AUC over the sample dimensions ``dim``, one value per remaining index.
 
-    NaN scores or labels always mask their sample (there is no ``skipna`` for ranks).
+    ``labels`` are 0/1 or boolean; NaN scores or labels always mask their sample (there is no
+    ``skipna`` for ranks).
     """
 
     def kernel(s, y, axis, weights):
+        _check_range("labels", y, "0/1")
         return roc.roc_auc(s, y, axis=axis, weights=weights, bins=bins)
 
-    return _apply(kernel, [scores, labels], dim, weights, skipna=True)
+    named = {"scores": scores, "labels": labels}
+    return _apply(kernel, named, dim=dim, weights=weights, skipna=True, align=align)
+
+
+# --------------------------------------------------------------------------- categorical scores
 
 
 def contingency(
     forecast: xr.DataArray,
     observed: xr.DataArray,
+    /,
+    *,
     threshold: float | Sequence[float],
     dim: Dims = None,
     op: str = ">=",
-    weights: xr.DataArray | None = None,
+    weights: Weights = None,
+    align: str = "exact",
 ) -> xr.Dataset:
     """Contingency table over ``dim`` as a Dataset of hits, misses, false_alarms and
     correct_negatives; a sequence of thresholds adds a ``threshold`` dimension.
+
+    Counts (int32) by default; ``weights="cell_area"`` (or a DataArray) gives area-weighted
+    tables, whose scores equal the one-call wrappers (``csi`` ...).
     """
     thresholds = np.atleast_1d(np.asarray(threshold, dtype=float))
     fields = categorical.Contingency._fields
 
     def kernel(f, o, axis, weights):
-        table = categorical.contingency(f, o, thresholds, op, axis, weights)  # fields of (K, ...)
+        table = categorical.contingency(
+            f, o, threshold=thresholds, op=op, axis=axis, weights=weights
+        )
         return jnp.moveaxis(jnp.stack(table, axis=-1), 0, -2)  # (..., K, 4)
 
-    counts = _table_apply(kernel, forecast, observed, dim, weights, len(thresholds))
+    resolved = _resolve_weights(weights, observed)
+    dtype = np.dtype(np.int32) if resolved is None else _default_float()
+    counts = _apply(
+        kernel,
+        {"forecast": forecast, "observed": observed},
+        dim=dim,
+        weights=resolved,
+        skipna=True,
+        align=align,
+        new_dims={"threshold": len(thresholds), "field": 4},
+        dtype=dtype,
+    )
     counts = counts.assign_coords(threshold=thresholds)
     table = xr.Dataset({name: counts.isel(field=i, drop=True) for i, name in enumerate(fields)})
     return table.isel(threshold=0) if np.ndim(threshold) == 0 else table
 
 
-def _table_apply(kernel, forecast, observed, dim, weights, n_thresholds: int) -> xr.DataArray:
-    """Like ``_apply`` for a kernel returning ``(..., K, 4)`` tables (new dims last)."""
-    with_weights = [forecast, observed] + ([] if weights is None else [weights])
-    aligned = xr.broadcast(*xr.align(*with_weights, join="inner"))
-    dims = _reduced_dims(aligned[0], dim)
-    dtype = np.dtype(np.int32) if weights is None else _default_float()
+def _categorical(score: str) -> Callable:
+    def wrapper(
+        forecast: DataLike,
+        observed: DataLike,
+        /,
+        *,
+        threshold: float | Sequence[float],
+        dim: Dims = None,
+        op: str = ">=",
+        weights: Weights = "cell_area",
+        skipna: bool = True,
+        align: str = "exact",
+    ) -> DataLike:
+        thresholds = np.atleast_1d(np.asarray(threshold, dtype=float))
 
-    def run(*data):
-        w = data[2] if weights is not None else None
-        return np.asarray(kernel(data[0], data[1], tuple(range(-len(dims), 0)), w)).astype(dtype)
+        def kernel(f, o, axis, weights):
+            table = categorical.contingency(
+                f, o, threshold=thresholds, op=op, axis=axis, weights=weights
+            )
+            return jnp.moveaxis(getattr(table, score)(), 0, -1)  # (..., K)
 
-    return xr.apply_ufunc(
-        run,
-        *aligned,
-        input_core_dims=[dims] * len(aligned),
-        output_core_dims=[["threshold", "field"]],
-        dask="parallelized",
-        output_dtypes=[dtype],
-        dask_gufunc_kwargs={
-            "allow_rechunk": True,
-            "output_sizes": {"threshold": n_thresholds, "field": 4},
-        },
+        out = _apply(
+            kernel,
+            {"forecast": forecast, "observed": observed},
+            dim=dim,
+            weights=weights,
+            skipna=skipna,
+            align=align,
+            new_dims={"threshold": len(thresholds)},
+        )
+        out = out.assign_coords(threshold=thresholds)
+        return out.isel(threshold=0) if np.ndim(threshold) == 0 else out
+
+    wrapper.__name__ = wrapper.__qualname__ = score
+    wrapper.__doc__ = (
+        f"``Contingency.{score}`` of the event ``x op threshold`` over ``dim`` (area-weighted "
+        "by default); a sequence of thresholds adds a ``threshold`` dimension."
     )
+    return wrapper
+
+
+csi = _categorical("csi")
+pod = _categorical("pod")
+far = _categorical("far")
+pofd = _categorical("pofd")
+frequency_bias = _categorical("frequency_bias")
+ets = _categorical("ets")
+hss = _categorical("hss")
 
 
 def categorical_scores(
-    table: xr.Dataset, scores: Sequence[str] = ("csi", "pod", "far", "frequency_bias", "ets", "hss")
+    table: xr.Dataset,
+    /,
+    *,
+    scores: Sequence[str] = ("csi", "pod", "far", "frequency_bias", "ets", "hss"),
 ) -> xr.Dataset:
     """Scores of a ``contingency`` table Dataset (after any summing), one variable each.
 
@@ -283,19 +672,27 @@ def categorical_scores(
     return xr.Dataset({s: template.copy(data=np.asarray(getattr(counts, s)())) for s in scores})
 
 
+# --------------------------------------------------------------------------- spatial scores
+
+
 def fss(
     forecast: xr.DataArray,
     observed: xr.DataArray,
+    /,
+    *,
     threshold: float,
     window: int,
     spatial_dims: tuple[Hashable, Hashable] = ("lat", "lon"),
     dim: Dims = None,
     op: str = ">=",
+    align: str = "exact",
 ) -> xr.DataArray:
     """Fractions skill score with neighbourhood ``window`` (cells) over ``spatial_dims``,
     pooling the fields along ``dim`` (None: all other dimensions) into one score.
+
+    Not area-weighted: neighbourhoods are counted in grid cells, as the FSS is defined.
     """
-    forecast, observed = xr.broadcast(*xr.align(forecast, observed, join="inner"))
+    forecast, observed = xr.broadcast(*_align({"forecast": forecast, "observed": observed}, align))
     for d in spatial_dims:
         if d not in forecast.dims:
             raise DataError(expected("spatial_dims", f"dimensions among {list(forecast.dims)}", d))
@@ -304,7 +701,8 @@ def fss(
 
     def run(f, o):
         axis = tuple(range(f.ndim - len(core), f.ndim - 2))
-        return np.asarray(spatial.fss(f, o, threshold, window, op, axis=axis))
+        score = spatial.fss(f, o, threshold=threshold, window=window, op=op, axis=axis)
+        return np.asarray(score).astype(_default_float())
 
     return xr.apply_ufunc(
         run,
@@ -319,6 +717,8 @@ def fss(
 
 def radial_psd(
     field: xr.DataArray,
+    /,
+    *,
     spatial_dims: tuple[Hashable, Hashable] = ("lat", "lon"),
     spacing: float = 1.0,
 ) -> xr.DataArray:
@@ -327,10 +727,11 @@ def radial_psd(
     for d in spatial_dims:
         if d not in field.dims:
             raise DataError(expected("spatial_dims", f"dimensions among {list(field.dims)}", d))
-    wavenumber = spectral.radial_wavenumbers(*(field.sizes[d] for d in spatial_dims), spacing)
+    sizes = [field.sizes[d] for d in spatial_dims]
+    wavenumber = spectral.radial_wavenumbers(*sizes, spacing=spacing)
 
     def run(x):
-        return np.asarray(spectral.radial_psd(x, spacing)[1])
+        return np.asarray(spectral.radial_psd(x, spacing=spacing)[1]).astype(_default_float())
 
     out = xr.apply_ufunc(
         run,
