@@ -1,18 +1,14 @@
 """Convolutions for gridded climate fields: periodic in longitude, with CPU compile options.
 
-Speed on CPU. This jaxlib's XLA CPU backend runs convolutions through YNNPACK by default. For
-large convolutions that path is slow in the weight gradient: on a 2-core AVX-512 box, a 3x3,
-32->64 channel conv on 8x128x128 ran forward + backward at 83 GFLOP/s (weight gradient alone
-46 GFLOP/s) against a 440 GFLOP/s float32 matmul; compiled with YNNPACK limited to elementwise
-fusions (:data:`CPU_CONV_OPTIONS`), XLA's Eigen convolutions ran it at 213 GFLOP/s (weight
-gradient 160). But the option is not a general win for a whole network. On an idle machine a
-U-Net training step with it ran 1.07x the default at 128x128, equal at 64x64 and 0.87x at
-32x32 (``benchmarks/RESULTS.md``); neither path reaches PyTorch's oneDNN convolutions there
-(climml 0.52-0.73x). So climml compiles with XLA's defaults, and :func:`jit` offers the option
-for conv-heavy programs on large grids, to be kept when ``benchmarks/unet.py`` shows it wins on
-the machine at hand. Two matmul formulations (an im2col ``custom_vjp`` and
-``conv_general_dilated_patches`` + dot) were measured and lost to both paths (17-45 GFLOP/s for
-the weight gradient: building the 9x larger patch tensor costs more than the matmul saves).
+Speed on CPU. This jaxlib's XLA CPU backend runs convolutions through YNNPACK by default, whose
+weight gradient is slow for large convolutions. With YNNPACK limited to elementwise fusions
+(:data:`CPU_CONV_OPTIONS`) convolutions take XLA's Eigen kernels instead. That wins on a single
+large convolution, but a whole U-Net gains little on large grids and loses on small ones, whose
+many-channel convolutions YNNPACK runs faster (figures: ``benchmarks/RESULTS.md``, U-Net
+section). So climml compiles with XLA's
+defaults, and :func:`jit` offers the option for conv-heavy programs on large grids, to be kept
+where ``benchmarks/unet.py`` shows it wins on the machine at hand. Matmul formulations (im2col)
+lose to both paths: building the 9x larger patch tensor costs more than the matmul saves.
 
 The option is passed per ``jax.jit`` (``compiler_options=``), never through the process-wide
 ``XLA_FLAGS``: only the programs compiled with it change, only on the CPU backend, and GPU/TPU
