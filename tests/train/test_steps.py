@@ -101,8 +101,8 @@ def test_clipping_bounds_the_update():
     ],
 )
 def test_bad_training_settings_are_config_errors(override, field):
-    cfg = config.from_dict({"model": {"name": "mlp"}}, [override]).train
-    with pytest.raises(ConfigError, match=field):
+    with pytest.raises(ConfigError, match=field):  # when loading or, at the latest, building
+        cfg = config.from_dict({"model": {"name": "mlp"}}, [override]).train
         build_optimizer(cfg, 10)
         make_loss(cfg)
 
@@ -118,7 +118,7 @@ def test_train_step_adds_the_models_own_loss_terms():
             self.penalty = AuxLoss(jnp.zeros(()))
 
         def __call__(self, x):
-            self.penalty.value = 0.5 * jnp.sum(jnp.square(self.lin.kernel.value))
+            self.penalty[...] = 0.5 * jnp.sum(jnp.square(self.lin.kernel[...]))
             return self.lin(x.reshape(x.shape[0], -1))
 
     model = Penalized(nnx.Rngs(0))
@@ -133,7 +133,7 @@ def test_train_step_adds_the_models_own_loss_terms():
     }
     step = make_train_step(graphdefs(model)[0], make_loss(cfg), tx)
     _, loss = step(state, batch, jax.random.key(0))
-    w, b = model.lin.kernel.value, model.lin.bias.value
+    w, b = model.lin.kernel[...], model.lin.bias[...]
     pred = jnp.ones((4, 3)) @ w + b
     want = jnp.mean(jnp.square(pred)) + 0.5 * jnp.sum(jnp.square(w))
     assert float(loss) == pytest.approx(float(want), rel=1e-5)
