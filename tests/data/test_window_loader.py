@@ -3,7 +3,6 @@ fixed batch shapes; block reads; a prefetch thread that never outlives its consu
 
 import gc
 import threading
-import time
 
 import dask.array
 import numpy as np
@@ -44,9 +43,16 @@ def _real(batches):
     return np.concatenate([b.anchor[b.weight > 0] for b in batches])
 
 
-def _prefetch_threads():
+def _prefetch_threads(timeout: float = 30.0):
+    """The loader threads still alive once every stopping one had ``timeout`` s to exit.
+
+    A stopping thread checks its stop flag every 50 ms; joining it (instead of sleeping a fixed
+    time) makes the check independent of how busy the host is.
+    """
     gc.collect()
-    time.sleep(0.1)  # a stopping thread checks its stop flag every 50 ms
+    for t in threading.enumerate():
+        if t.name.startswith("climml-"):
+            t.join(timeout)
     return [t for t in threading.enumerate() if t.name.startswith("climml-") and t.is_alive()]
 
 
