@@ -162,7 +162,9 @@ def test_default_chunks_follow_the_backend_and_memory_budget(redundant, monkeypa
 
 
 def test_agrees_with_the_permutation_importance_package(redundant):
-    from PermutationImportance import sklearn_permutation_importance as pi_importance
+    # In the [bench] peers, installed with --no-deps (it pins an ancient scipy); see pyproject.
+    pi = pytest.importorskip("PermutationImportance")
+    pi_importance = pi.sklearn_permutation_importance
 
     x, y, predict = redundant
     predict_jit = jax.jit(predict)
