@@ -7,6 +7,12 @@ Example::
     ds = cm.data.synthetic.enso(n_months=600, seed=0)
     cfg = cm.config.load("configs/quickstart.yaml", overrides=["train.epochs=2"])
     result = cm.run(cfg, workdir="runs/quick")
+
+    # or step by step, with the model in hand
+    exp = cm.pipeline.prepare(cfg)
+    model = cm.models.build("cnn", exp.spec, rngs=nnx.Rngs(0), filters=(8, 16))
+    cm.train.fit(model, exp.loader("train", training=True), exp.loader("val"), cfg.train, seed=0)
+    forecasts = cm.predict(model, exp, split="test")  # xr.Dataset (time, lead, ...)
 """
 
 import importlib
@@ -14,7 +20,7 @@ from typing import Any
 
 from climml.errors import CheckpointError, ClimmlError, ConfigError, DataError
 
-_SUBPACKAGES = ("config", "data", "errors", "explain", "metrics", "models")
+_SUBPACKAGES = ("config", "data", "errors", "explain", "metrics", "models", "pipeline", "train")
 
 
 def __getattr__(name: str) -> Any:
@@ -26,6 +32,10 @@ def __getattr__(name: str) -> Any:
         from climml.pipeline import run
 
         return run
+    if name == "predict":
+        from climml.pipeline import forecast
+
+        return forecast
     raise AttributeError(f"module 'climml' has no attribute {name!r}")
 
 
@@ -44,6 +54,9 @@ __all__ = [
     "explain",
     "metrics",
     "models",
+    "pipeline",
+    "predict",
     "run",
+    "train",
 ]
 __version__ = "0.1.0"

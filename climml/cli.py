@@ -1,14 +1,20 @@
 """Command line: ``climml run | train | evaluate | predict | explain CONFIG [--workdir DIR] ...``.
 
 Thin by design: parse arguments, load the config, call ``climml.pipeline``. Any ``ClimmlError``
-(bad config, data or checkpoint) is printed as one line and exits with status 2.
+(bad config, data or checkpoint) is printed as one line and exits with status 2. Ctrl-C or
+SIGTERM stops training at the next step with a checkpoint, prints one line saying where and
+exits with status 130 (128 + SIGINT), as shells report an interrupted command.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
+import signal
 import sys
+import threading
+import warnings
 from collections.abc import Sequence
 
 from climml.errors import ClimmlError
@@ -21,7 +27,7 @@ def _parser() -> argparse.ArgumentParser:
         "run": "train, evaluate and report (resumes from the last checkpoint)",
         "train": "train only (resumes from the last checkpoint)",
         "evaluate": "score a trained run on the evaluation split; writes metrics.json",
-        "predict": "write a trained run's forecasts for a split to zarr",
+        "predict": "write a trained run's forecasts for a split (zarr or netCDF)",
         "explain": "permutation importance of a trained run's input channels (+ saliency maps)",
     }
     for name, text in helps.items():
@@ -39,7 +45,11 @@ def _parser() -> argparse.ArgumentParser:
         )
         if name == "predict":
             sub.add_argument("--split", default="test", help="which data split (default: test)")
-            sub.add_argument("--output", help="zarr path (default: WORKDIR/predictions_SPLIT.zarr)")
+            sub.add_argument(
+                "--output",
+                help="PATH.zarr or PATH.nc, format by suffix "
+                "(default: WORKDIR/predictions_SPLIT.zarr)",
+            )
     return parser
 
 
@@ -51,31 +61,97 @@ def _dispatch(args: argparse.Namespace) -> None:
     if args.command == "run":
         result = pipeline.run(cfg, workdir)
         print(json.dumps(result.metrics, indent=2))
+        print(*baseline_summary(result.metrics.get("model_beats", {})), sep="\n")
         print(f"run written to {result.workdir}")
     elif args.command == "train":
-        history = pipeline.train(cfg, workdir).history
+        result = pipeline.train(cfg, workdir)
+        history = result.history
         if history:
+            best = min(history, key=lambda h: h["val_loss"])
+            stopped = f"early stop at epoch {len(history)}; " if result.stopped_early else ""
             print(
-                f"trained {len(history)} epochs; best val loss "
-                f"{min(h['val_loss'] for h in history):.4f}; checkpoints in {workdir}"
+                f"trained {len(history)} epochs; {stopped}best val loss {best['val_loss']:.4f} "
+                f"at epoch {best['epoch']}; checkpoints in {workdir}"
             )
     elif args.command == "evaluate":
-        print(json.dumps(pipeline.evaluate(cfg, workdir), indent=2))
+        metrics = pipeline.evaluate(cfg, workdir)
+        print(json.dumps(metrics, indent=2))
+        print(*baseline_summary(metrics.get("model_beats", {})), sep="\n")
     elif args.command == "predict":
         print(pipeline.predict(cfg, workdir, split=args.split, output=args.output))
     elif args.command == "explain":
         print(json.dumps(pipeline.explain(cfg, workdir), indent=2))
 
 
+def baseline_summary(beats: dict[str, dict[str, dict[str, bool]]]) -> list[str]:
+    """One line per baseline: beaten on every compared score, or where it is not (metrics.json's
+    ``model_beats``, ``{baseline: {metric: {lead or class: bool}}}``)."""
+    lines = []
+    for baseline, by_metric in beats.items():
+        lost = {m: [k for k, won in keys.items() if not won] for m, keys in by_metric.items()}
+        lost = {m: keys for m, keys in lost.items() if keys}
+        if not lost:
+            lines.append(f"model beats {baseline} on every score")
+            continue
+        where = "; ".join(f"{m} at {_keys(keys)}" for m, keys in lost.items())
+        lines.append(f"model does NOT beat {baseline}: {where}")
+    return lines
+
+
+def _keys(keys: list[str]) -> str:
+    """``lead 1, 3`` for leads (digits), the bare keys otherwise (classes)."""
+    return ("lead " if all(k.isdigit() for k in keys) else "") + ", ".join(keys)
+
+
+def _quiet_third_parties() -> None:
+    """Silence known third-party chatter the user cannot act on, for the CLI only (a library
+    user keeps their own logging and warning settings): absl/orbax INFO logging about
+    checkpoint managers, and zarr's warnings about its v3 format and codecs."""
+    for name in ("absl", "orbax", "orbax.checkpoint", "jax._src.xla_bridge"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        from absl import logging as absl_logging
+
+        absl_logging.set_verbosity(absl_logging.ERROR)
+    except ImportError:
+        pass
+    warnings.filterwarnings("ignore", module=r"zarr(\..*)?$")
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"orbax(\..*)?$")
+
+
+def _terminate_as_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM (a scheduler's stop) ends a stage like Ctrl-C
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``climml`` console script; returns the exit status."""
     args = _parser().parse_args(argv)
+    _quiet_third_parties()
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt) if main_thread else None
     try:
         _dispatch(args)
     except ClimmlError as err:
         print(f"climml: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as stop:
+        print(f"climml: {_interrupted(stop)}", file=sys.stderr)
+        return 130
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
     return 0
+
+
+def _interrupted(stop: KeyboardInterrupt) -> str:
+    from climml.train.loop import TrainingInterrupted
+
+    if isinstance(stop, TrainingInterrupted) and stop.checkpoint is not None:
+        return (
+            f"interrupted at epoch {stop.epoch} step {stop.step}; checkpoint saved to "
+            f"{stop.checkpoint}; re-run the same command to resume"
+        )
+    return "interrupted; re-run the same command to continue from the last checkpoint"
 
 
 if __name__ == "__main__":

@@ -20,12 +20,14 @@ How the candidates are batched is set by ``chunk_size`` (candidate evaluations i
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from climml.errors import ConfigError, expected
 
 PredictFn = Callable[[jax.Array], jax.Array]
 ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
@@ -53,9 +55,9 @@ def _nan_like(shape: jax.ShapeDtypeStruct) -> jax.Array:
     return jnp.full(shape.shape, jnp.nan, shape.dtype)
 
 
-# Builders are cached on their (hashable) arguments so that repeated calls with the same model
-# and score (seeds, bootstrap settings) reuse the compiled passes instead of recompiling.
-@functools.lru_cache(maxsize=32)
+# The builders are not cached: a ``predict_fn`` closes over a model's parameters, so a cache
+# keyed on it would keep every model it has seen alive (and a fresh closure never hits it).
+# One permutation-importance call compiles its passes once and reuses them for every pass.
 def build_original_fn(predict_fn: PredictFn, score_fn: ScoreFn) -> Callable:
     """Jitted ``(x, y, boot_idx) -> (score (), boot_scores (B,))`` of the unpermuted inputs."""
 
@@ -66,7 +68,6 @@ def build_original_fn(predict_fn: PredictFn, score_fn: ScoreFn) -> Callable:
     return original
 
 
-@functools.lru_cache(maxsize=32)
 def build_pass_fn(
     predict_fn: PredictFn,
     score_fn: ScoreFn,
@@ -114,3 +115,49 @@ def build_pass_fn(
         return scores.T, boot.mean(axis=0)
 
     return run_pass
+
+
+def build_python_fns(
+    predict_fn: Callable, score_fn: Callable, *, feature_axis: int, n_repeats: int
+) -> tuple[Callable, PassFn]:
+    """The original-score and pass functions for a ``predict_fn`` that JAX cannot trace.
+
+    Same signatures, permutations and outputs as ``build_original_fn`` / ``build_pass_fn`` with
+    ``chunk_size == 1`` (inactive rows NaN), but each candidate is one Python call of
+    ``predict_fn`` on a NumPy array, e.g. a scikit-learn model's ``predict``.
+    """
+
+    def scored(x, y, boot_idx):
+        pred = predict_fn(x)
+        score = np.asarray(score_fn(pred, y), np.float64)
+        if score.ndim:
+            raise ConfigError(expected("score_fn", "a scalar score", f"shape {score.shape}"))
+        if boot_idx is None:
+            return score, np.zeros(0)
+        pred = np.asarray(pred)
+        return score, np.array([float(score_fn(pred[idx], y[idx])) for idx in boot_idx])
+
+    def original(x, y, boot_idx):
+        return scored(np.asarray(x), np.asarray(y), _host(boot_idx))
+
+    def run_pass(x, y, masks, active, key, boot_idx):
+        x, y, masks, active, boot_idx = map(_host, (x, y, masks, active, boot_idx))
+        n, n_boot = x.shape[0], 0 if boot_idx is None else boot_idx.shape[0]
+        keys = jax.random.split(key, n_repeats)
+        perms = np.asarray(jax.vmap(lambda k: jax.random.permutation(k, n))(keys))
+        scores = np.full((masks.shape[0], n_repeats), np.nan)
+        boot = np.full((masks.shape[0], n_repeats, n_boot), np.nan)
+        shape = [1] * x.ndim
+        shape[feature_axis] = masks.shape[1]
+        for r, perm in enumerate(perms):
+            x_shuffled = x[perm]
+            for s in np.flatnonzero(active):
+                candidate = np.where(masks[s].reshape(shape), x_shuffled, x)
+                scores[s, r], boot[s, r] = scored(candidate, y, boot_idx)
+        return scores, boot.mean(axis=1)
+
+    return original, run_pass
+
+
+def _host(value: Any) -> Any:
+    return None if value is None else np.asarray(value)

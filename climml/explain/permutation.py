@@ -30,6 +30,7 @@ A trained Flax NNX model becomes a ``predict_fn`` through its functional form::
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 
 import jax
@@ -38,7 +39,13 @@ import numpy as np
 import xarray as xr
 
 from climml.errors import ConfigError, DataError, expected
-from climml.explain._passes import PredictFn, ScoreFn, build_original_fn, build_pass_fn
+from climml.explain._passes import (
+    PredictFn,
+    ScoreFn,
+    build_original_fn,
+    build_pass_fn,
+    build_python_fns,
+)
 from climml.explain._result import PassRecord, importance_dataset
 
 # Accelerator memory for the candidate evaluations of a pass held at once (see _auto_chunk).
@@ -68,12 +75,15 @@ def permutation_importance(
     """Rank the features of ``inputs`` by how much permuting them degrades ``score_fn``.
 
     Args:
-        predict_fn: jittable ``(N, *sample_shape) -> (N, ...)`` predictions of a trained model.
+        predict_fn: ``(N, *sample_shape) -> (N, ...)`` predictions of a trained model. A
+            jittable one has every candidate of a pass scored in one compiled program; any
+            other callable (NumPy, scikit-learn's ``model.predict``) is detected when tracing
+            it fails, with a ``RuntimeWarning``, and called once per candidate on NumPy arrays.
         inputs: ``(N, *sample_shape)``, samples on axis 0. A table is ``(N, F)``; a gridded
             input ``(N, lat, lon, C)`` (each channel's whole field is permuted across samples);
             a sequence ``(N, T, F)`` with ``feature_axis=1`` ranks time lags.
         targets: ``(N, ...)``, whatever ``score_fn`` compares the predictions with.
-        score_fn: jittable ``(pred, target) -> scalar`` (RMSE, AUC, CSI, CRPS, ...).
+        score_fn: ``(pred, target) -> scalar`` (RMSE, AUC, CSI, CRPS, ...), jittable or not.
         key: PRNG key; the module docstring gives how it is split.
         feature_axis: axis of ``inputs`` holding the features (not 0, the sample axis).
         groups: features permuted together, as ``{name: [indices]}`` or ``[[indices], ...]``
@@ -103,16 +113,23 @@ def permutation_importance(
     )
     names, masks = _group_masks(groups, feature_names, x.shape[axis])
     n_passes = _n_passes(multipass, max_passes, len(names))
-    _check_score(predict_fn, score_fn, x, y)
+    traceable = _check_score(predict_fn, score_fn, x, y)
 
     perm_key, boot_key = jax.random.split(key)
     n = x.shape[0]
     boot_idx = jax.random.randint(boot_key, (n_bootstrap, n), 0, n) if n_bootstrap else None
-    chunk = chunk_size or _auto_chunk(predict_fn, x, jax.default_backend())
-    run_pass = build_pass_fn(
-        predict_fn, score_fn, feature_axis=axis, n_repeats=n_repeats, chunk_size=chunk
-    )
-    original, original_boot = build_original_fn(predict_fn, score_fn)(x, y, boot_idx)
+    if traceable:
+        chunk = chunk_size or _auto_chunk(predict_fn, x, jax.default_backend())
+        run_pass = build_pass_fn(
+            predict_fn, score_fn, feature_axis=axis, n_repeats=n_repeats, chunk_size=chunk
+        )
+        original_fn = build_original_fn(predict_fn, score_fn)
+    else:
+        chunk = 1  # one candidate per Python call, frozen ones skipped
+        original_fn, run_pass = build_python_fns(
+            predict_fn, score_fn, feature_axis=axis, n_repeats=n_repeats
+        )
+    original, original_boot = original_fn(x, y, boot_idx)
     sign = -1.0 if higher_is_better else 1.0
 
     records, frozen, remaining = [], np.zeros(masks.shape[1], bool), list(range(len(names)))
@@ -208,11 +225,32 @@ def _check_counts(
         raise ConfigError(expected("chunk_size", "None or an integer >= 1", chunk_size))
 
 
-def _check_score(predict_fn: PredictFn, score_fn: ScoreFn, x: jax.Array, y: jax.Array) -> None:
-    """``score_fn(predict_fn(x), y)`` must be a scalar (checked by shape only, nothing runs)."""
-    score = jax.eval_shape(lambda a, b: score_fn(predict_fn(a), b), x, y)
+# What JAX raises when a function needs concrete values (NumPy, float(), if on data) in a trace.
+TRACE_ERRORS = (
+    jax.errors.TracerArrayConversionError,
+    jax.errors.ConcretizationTypeError,
+    jax.errors.TracerIntegerConversionError,
+)
+
+
+def _check_score(predict_fn: PredictFn, score_fn: ScoreFn, x: jax.Array, y: jax.Array) -> bool:
+    """Whether ``score_fn(predict_fn(x), y)`` can be traced (then it must give a scalar; checked
+    by shape only, nothing runs). If tracing needs concrete values, warn: the candidates are then
+    scored one Python call at a time on NumPy arrays."""
+    try:
+        score = jax.eval_shape(lambda a, b: score_fn(predict_fn(a), b), x, y)
+    except TRACE_ERRORS as err:
+        warnings.warn(
+            "permutation_importance: predict_fn / score_fn cannot be traced by JAX "
+            f"({type(err).__name__}); calling them once per candidate on NumPy arrays instead "
+            "(slower; pass a jittable function to score all candidates in one compiled program)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return False
     if score.shape != ():
         raise ConfigError(expected("score_fn", "a scalar score", f"shape {score.shape}"))
+    return True
 
 
 def _n_passes(multipass: bool, max_passes: int | None, n_groups: int) -> int:

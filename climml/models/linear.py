@@ -2,8 +2,9 @@
 
 They share one predict interface with trained models (``climml.pipeline.TrainedModel``):
 ``fit(loader) -> self`` on the training split, then ``predict(batch) -> (B, L, *target_spatial)``
-in the loader's normalized units. Because targets are standardized with training statistics
-(optionally per calendar month), the climatological forecast is exactly zero in those units.
+in the loader's normalized units. The climatology is the training mean for the forecast's day
+of year (daily data) or calendar month (monthly data), not one constant: a baseline that ignores
+the seasonal cycle would flatter any model that has learnt it.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
+import pandas as pd
 
 from climml.errors import ConfigError, DataError, expected
 from climml.types import Batch, IOSpec
@@ -34,18 +36,89 @@ class Persistence:
 
 
 class Climatology:
-    """The (monthly) training-period mean: zero anomaly in normalized units."""
+    """The training-period mean of the target at the forecast's valid time of year.
+
+    The season is chosen from the time step of ``time`` (the time coordinate that the batches'
+    ``anchor`` indexes): sub-monthly data (daily, hourly) by day of year, averaged over a
+    ``window``-day circular window (weighted by the samples in each day, so 29 February, seen
+    once in four years, borrows from its neighbours; ``window=1`` is no smoothing); monthly data
+    by calendar month; coarser data, or a ``time`` that is not datetime64, one mean. Means are
+    in normalized units, over the valid training targets of every lead; a season or point
+    without training data forecasts 0, the normalizer's mean.
+    """
 
     name = "climatology"
 
-    def __init__(self, spec: IOSpec, leads: Sequence[int]):
+    def __init__(
+        self,
+        spec: IOSpec,
+        leads: Sequence[int],
+        *,
+        time: np.ndarray | None = None,
+        window: int = 31,
+    ):
+        if not isinstance(window, int) or window < 1 or window % 2 == 0:
+            raise ConfigError(expected("Climatology.window", "an odd number of days >= 1", window))
+        self.leads = np.asarray(leads, np.int64)
         self.output_shape = spec.output_shape
+        self.season, self.slots = season_index(time)
+        self.window = window if self.season == "dayofyear" else 1
+        self.mean: np.ndarray | None = None  # (slots, S): climatology per season and point
+
+    def _slot(self, batch: Batch) -> np.ndarray:
+        """``(B, L)`` season slot of each forecast's valid time (padding rows: any slot)."""
+        valid = np.asarray(batch.anchor)[:, None] + self.leads[None, :]
+        return self.slots[np.clip(valid, 0, self.slots.shape[0] - 1)]
 
     def fit(self, batches: Iterable[Batch]) -> Climatology:
-        return self  # the mean is already removed by the Normalizer fitted on training data
+        n_slots = int(self.slots.max()) + 1
+        sums = counts = None
+        for batch in batches:
+            y = np.asarray(batch.y, np.float64).reshape(len(batch.anchor), len(self.leads), -1)
+            w = np.asarray(batch.y_valid, np.float64).reshape(y.shape)
+            w = w * np.asarray(batch.weight, np.float64)[:, None, None]
+            if sums is None:
+                sums, counts = np.zeros((n_slots, y.shape[-1])), np.zeros((n_slots, y.shape[-1]))
+            slot = self._slot(batch)
+            np.add.at(sums, slot, w * y)
+            np.add.at(counts, slot, w)
+        if sums is None:
+            raise DataError(expected("climatology training batches", "at least one batch", "none"))
+        sums, counts = _circular_sum(sums, self.window), _circular_sum(counts, self.window)
+        self.mean = np.where(counts > 0, sums / np.maximum(counts, 1e-300), 0.0)
+        return self
 
     def predict(self, batch: Batch) -> np.ndarray:
-        return np.zeros((np.shape(batch.y)[0], *self.output_shape), np.float32)
+        if self.mean is None:
+            raise RuntimeError("Climatology.predict: call fit() on training batches first")
+        forecast = self.mean[self._slot(batch)]  # (B, L, S)
+        return forecast.reshape(len(batch.anchor), *self.output_shape).astype(np.float32)
+
+
+def season_index(time: np.ndarray | None) -> tuple[str, np.ndarray]:
+    """The season each time step belongs to: ``("dayofyear", slots in 0..365)`` for
+    sub-monthly steps (the day in a leap-year calendar, so 1 March is slot 60 in every year and
+    29 February slot 59), ``("month", 0..11)`` for monthly steps, else ``("none", zeros)``."""
+    if time is None or not np.issubdtype(np.asarray(time).dtype, np.datetime64) or len(time) < 2:
+        return "none", np.zeros(1 if time is None else len(time), np.int64)
+    index = pd.DatetimeIndex(time)
+    step_days = float(np.median(np.diff(index.values) / np.timedelta64(1, "D")))
+    if step_days < 27:
+        after_feb = (~index.is_leap_year) & (index.month > 2)
+        return "dayofyear", np.asarray(index.dayofyear - 1 + after_feb, np.int64)
+    if step_days <= 32:
+        return "month", np.asarray(index.month - 1, np.int64)
+    return "none", np.zeros(len(index), np.int64)
+
+
+def _circular_sum(values: np.ndarray, window: int) -> np.ndarray:
+    """Sum over a centred ``window`` along axis 0, wrapping around the end of the year."""
+    if window == 1:
+        return values
+    half = window // 2
+    padded = np.concatenate([values[-half:], values, values[:half]])
+    cumulative = np.concatenate([np.zeros_like(values[:1]), np.cumsum(padded, axis=0)])
+    return cumulative[window:] - cumulative[:-window]
 
 
 class AutoRegressive:
@@ -123,10 +196,62 @@ def check_baseline(name: str, input_steps: int) -> None:
         raise ConfigError(expected("eval.baselines", allowed, repr(name)))
 
 
-def make_baseline(name: str, spec: IOSpec, leads: Sequence[int]):
-    """Instantiate the baseline called ``name`` (ConfigError naming ``eval.baselines``)."""
+def make_baseline(name: str, spec: IOSpec, leads: Sequence[int], *, time: np.ndarray | None = None):
+    """Instantiate the baseline called ``name`` (ConfigError naming ``eval.baselines``).
+
+    ``time``: the time coordinate the batches' anchors index, from which the climatology takes
+    each forecast's season (without it, the climatology is one training mean).
+    """
     check_baseline(name, spec.input_shape[0])
     match = _AR_ORDER.fullmatch(name)
     if match:
         return AutoRegressive(spec, leads, order=int(match[1]))
+    if name == "climatology":
+        return Climatology(spec, leads, time=time)
     return BASELINES[name](spec, leads)
+
+
+# Which way each score improves: -1 lower is better, +1 higher, 0 closer to zero (bias).
+# Thresholded keys (``csi@0.5``) use their base name.
+ORIENTATION = {
+    **dict.fromkeys(("rmse", "mae", "mse", "crps", "brier", "far", "pofd"), -1),
+    **dict.fromkeys(("acc", "correlation", "csi", "pod", "ets", "hss", "auc", "fss"), 1),
+    **dict.fromkeys(("iou", "mean_iou", "precision", "recall", "accuracy"), 1),
+    "bias": 0,
+}
+
+
+def model_beats(
+    scores: dict[str, dict[str, dict[str, float | None]]], model: str = "model"
+) -> dict[str, dict[str, dict[str, bool]]]:
+    """``{baseline: {metric: {key: bool}}}``: whether ``model`` scores strictly better than each
+    other predictor in ``scores`` (``{predictor: {metric: {key (lead, class): value}}}``).
+
+    Only metrics with a known orientation (``ORIENTATION``) are compared, and only keys where
+    both values are defined (a constant forecast has no correlation). Ties do not beat.
+    """
+    out: dict[str, dict[str, dict[str, bool]]] = {}
+    for baseline, theirs in scores.items():
+        if baseline == model or not isinstance(theirs, dict):
+            continue
+        for metric, ours in scores.get(model, {}).items():
+            sign = ORIENTATION.get(metric.split("@")[0])
+            if (
+                sign is None
+                or not isinstance(ours, dict)
+                or not isinstance(theirs.get(metric), dict)
+            ):
+                continue
+            keys = {}
+            for key, value in ours.items():
+                other = theirs[metric].get(key)
+                if _defined(value) and _defined(other):
+                    a, b = (abs(value), abs(other)) if sign == 0 else (value, other)
+                    keys[key] = bool(a < b) if sign <= 0 else bool(a > b)
+            if keys:
+                out.setdefault(baseline, {})[metric] = keys
+    return out
+
+
+def _defined(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and np.isfinite(value)

@@ -79,7 +79,32 @@ def config_class(name: str) -> type:
     return _REGISTRY[name][0]
 
 
-def build(cfg: Any, spec: IOSpec, rngs: nnx.Rngs) -> nnx.Module:
-    """Build the model described by ``cfg`` (a registered config dataclass) for ``spec``."""
-    config_class(cfg.name)
-    return _REGISTRY[cfg.name][1](cfg, spec, rngs)
+def build(
+    model: str | Any, spec: IOSpec, rngs: nnx.Rngs | None = None, **hyperparameters: Any
+) -> nnx.Module:
+    """Build a model for ``spec``, named or described by its config dataclass.
+
+    ``model`` is a registered name (``"cnn"``), with ``hyperparameters`` as keyword arguments
+    (``filters=(8, 16)``; checked like the YAML ``model`` section, so a misspelt or mistyped one
+    is a ``ConfigError`` naming it), or an instance of a family's config class
+    (``CNNConfig(filters=(8, 16))``, as ``cfg.model`` is), to which keyword arguments apply as
+    replacements. ``rngs`` seeds the parameters (and dropout); default ``nnx.Rngs(0)``.
+    """
+    from dataclasses import asdict, is_dataclass
+
+    from climml.config import _convert  # the YAML converter: same checks, same messages
+
+    if isinstance(model, str):
+        raw = {"name": model, **hyperparameters}
+    elif is_dataclass(model) and hasattr(model, "name"):
+        raw = {**asdict(model), **hyperparameters}
+    else:
+        raise ConfigError(expected("model", "a model name or a model config dataclass", model))
+    cfg = _convert(raw, config_class(str(raw["name"])), "model")
+    return _REGISTRY[cfg.name][1](cfg, spec, rngs if rngs is not None else nnx.Rngs(0))
+
+
+def configs() -> dict[str, type]:
+    """Every registered model name and its config dataclass."""
+    _load_families()
+    return {name: _REGISTRY[name][0] for name in sorted(_REGISTRY)}

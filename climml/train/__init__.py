@@ -1,7 +1,7 @@
 """Training: losses, optimizers, pure jitted steps, the fit loop, checkpoints, data parallelism."""
 
 from climml.train.checkpoint import Checkpointer
-from climml.train.loop import FitResult, fit, load_best
+from climml.train.loop import FitResult, TrainingInterrupted, fit, load_best
 from climml.train.losses import LOSSES, make_loss
 from climml.train.optimizer import build_optimizer
 from climml.train.steps import TrainState
@@ -11,6 +11,7 @@ __all__ = [
     "Checkpointer",
     "FitResult",
     "TrainState",
+    "TrainingInterrupted",
     "build_optimizer",
     "fit",
     "load_best",

@@ -8,6 +8,9 @@ reaches the same parameters as an uninterrupted run.
 
 from __future__ import annotations
 
+import signal
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -60,12 +63,59 @@ class Progress:
 
 @dataclass
 class FitResult:
-    """The best (lowest validation loss) parameters and the per-epoch history."""
+    """The trained model, its best (lowest validation loss) parameters and the history.
+
+    ``model`` is the module passed to ``fit``, updated in place with ``params`` and ``rest`` and
+    left in eval mode (dropout off), ready to call; ``None`` from ``load_best``.
+    """
 
     params: nnx.State
     rest: nnx.State
     history: list[dict[str, float]]
     stopped_early: bool
+    model: nnx.Module | None = None
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training stopped by Ctrl-C or SIGTERM at a step boundary, after a checkpoint was saved.
+
+    ``epoch`` (1-based) and ``step`` (optimizer steps taken) locate the stop; ``checkpoint`` is
+    the checkpoint directory, ``None`` when ``fit`` ran without a ``workdir``. A subclass of
+    ``KeyboardInterrupt``, so code that handles Ctrl-C keeps working.
+    """
+
+    def __init__(self, epoch: int, step: int, checkpoint: Path | None):
+        super().__init__(f"interrupted at epoch {epoch} step {step}")
+        self.epoch, self.step, self.checkpoint = epoch, step, checkpoint
+
+
+class _StopOnSignal:
+    """While active, the first SIGINT / SIGTERM only records a stop request, which the loop
+    honours at the next step boundary (after saving a checkpoint) so that the saved state is
+    consistent; a second signal interrupts at once. Signal handlers can only be installed from
+    the main thread; elsewhere signals keep their usual effect."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> _StopOnSignal:
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                previous = signal.signal(sig, self._handle)
+                self._previous[sig] = signal.SIG_DFL if previous is None else previous
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
 
 class Trainer:
@@ -95,6 +145,33 @@ class Trainer:
         return total / count if count else float("nan")
 
 
+@dataclass
+class _Run:
+    """What one ``fit`` call threads through its epochs."""
+
+    trainer: Trainer
+    train_loader: Any
+    val_loader: Any
+    base_key: jax.Array
+    ckpt: Checkpointer | None
+    bar: Any  # tqdm over all steps of all epochs
+    stop: _StopOnSignal
+    on_step: Callable[[int], None] | None
+    saved_step: int = -1  # last checkpointed step (a step is saved once)
+
+    def save(self, state: TrainState, best: tuple, pos: Progress) -> None:
+        step = int(state.step)
+        if self.ckpt is not None and step != self.saved_step:
+            self.ckpt.save(step, {"state": state, "best": best}, pos.to_json())
+            self.saved_step = step
+
+    def stop_if_requested(self, state: TrainState, best: tuple, pos: Progress, epoch: int):
+        if self.stop.requested:
+            self.save(state, best, pos)
+            directory = None if self.ckpt is None else self.ckpt.directory
+            raise TrainingInterrupted(epoch, int(state.step), directory)
+
+
 def fit(
     model: nnx.Module,
     train_loader: Any,
@@ -108,34 +185,50 @@ def fit(
 ) -> FitResult:
     """Train ``model`` on ``train_loader``, early-stopping on ``val_loader``'s loss.
 
+    ``model`` is updated in place with the best parameters (lowest validation loss) and left in
+    eval mode; the result holds it too (``result.model is model``), with the history.
+
     With ``workdir``, checkpoints go to ``workdir/checkpoints`` every ``cfg.checkpoint_every``
     steps and after every epoch, and an existing checkpoint there is resumed from. ``on_step(n)``
-    is called after each optimizer step (for logging, or to stop a run in tests).
+    is called after each optimizer step (for logging, or to stop a run in tests). ``progress``
+    shows one bar over all epochs (overall ETA, current loss) and an "early stop" line.
+
+    Ctrl-C or SIGTERM stops at the next step boundary: a checkpoint is saved (with a
+    ``workdir``), ``model`` receives the best parameters so far, and ``TrainingInterrupted`` is
+    raised; calling ``fit`` again with the same ``workdir`` resumes.
     """
     trainer = Trainer(
         model, cfg, steps_per_epoch=len(train_loader), batch_size=train_loader.batch_size
     )
     ckpt = Checkpointer(Path(workdir) / "checkpoints", cfg.keep_checkpoints) if workdir else None
     state, best, pos = _start(trainer, ckpt)
-    base_key = jax.random.key(seed)
-    try:
-        while not pos.finished and pos.epoch < cfg.epochs:
-            state, best = _run_epoch(
-                trainer,
-                state,
-                best,
-                pos,
-                train_loader,
-                val_loader,
-                base_key,
-                ckpt,
-                progress,
-                on_step,
-            )
-    finally:
-        if ckpt is not None:
-            ckpt.close()
-    return FitResult(best[0], best[1], pos.history, stopped_early=pos.epoch < cfg.epochs)
+    steps = len(train_loader)
+    bar = tqdm(
+        total=cfg.epochs * steps,
+        initial=min(pos.epoch, cfg.epochs) * steps + pos.batch,
+        disable=not progress,
+        unit="step",
+        smoothing=0,  # ETA from the mean rate since the start, validation time included
+        dynamic_ncols=True,
+    )
+    with _StopOnSignal() as stop:
+        run = _Run(
+            trainer, train_loader, val_loader, jax.random.key(seed), ckpt, bar, stop, on_step
+        )
+        try:
+            while not pos.finished and pos.epoch < cfg.epochs:
+                state, best = _run_epoch(run, state, best, pos)
+        except TrainingInterrupted:
+            nnx.update(model, *best)
+            raise
+        finally:
+            bar.close()
+            if ckpt is not None:
+                ckpt.close()
+    nnx.update(model, *best)
+    return FitResult(
+        best[0], best[1], pos.history, stopped_early=pos.epoch < cfg.epochs, model=model
+    )
 
 
 def _start(trainer: Trainer, ckpt: Checkpointer | None) -> tuple[TrainState, tuple, Progress]:
@@ -148,22 +241,17 @@ def _start(trainer: Trainer, ckpt: Checkpointer | None) -> tuple[TrainState, tup
     return tree["state"], tree["best"], Progress.from_json(meta)
 
 
-def _run_epoch(
-    trainer, state, best, pos: Progress, train_loader, val_loader, base_key, ckpt, progress, on_step
-):
-    cfg = trainer.cfg
+def _run_epoch(run: _Run, state: TrainState, best: tuple, pos: Progress):
+    trainer, cfg, bar = run.trainer, run.trainer.cfg, run.bar
+    n_batches = len(run.train_loader)
     started, waited = time.perf_counter(), 0.0
     step = int(state.step)
-    bar = tqdm(
-        total=len(train_loader),
-        initial=pos.batch,
-        disable=not progress,
-        leave=False,
-        desc=f"epoch {pos.epoch + 1}/{cfg.epochs}",
-    )
-    batches = iter(train_loader.epoch(pos.epoch, start_batch=pos.batch))
-    # Summed on the device: a float() per step would block JAX's asynchronous dispatch.
+    bar.set_description(f"epoch {pos.epoch + 1}/{cfg.epochs}")
+    batches = iter(run.train_loader.epoch(pos.epoch, start_batch=pos.batch))
+    # Summed on the device: a float() per step would block JAX's asynchronous dispatch, so the
+    # bar's loss is read only when it is next drawn.
     loss_sum = jnp.asarray(pos.epoch_loss_sum, jnp.float32)
+    shown = time.perf_counter()
     while True:
         t0 = time.perf_counter()
         batch = next(batches, None)
@@ -171,31 +259,44 @@ def _run_epoch(
         if batch is None:
             break
         state, loss = trainer.train_step(
-            state, trainer.device_batch(batch), jax.random.fold_in(base_key, step)
+            state, trainer.device_batch(batch), jax.random.fold_in(run.base_key, step)
         )
         step, pos.batch = step + 1, pos.batch + 1
         loss_sum = loss_sum + loss
         bar.update()
-        if on_step is not None:
-            on_step(step)
-        end_of_epoch = pos.batch == len(train_loader)  # saved below, after validation
-        if ckpt is not None and step % cfg.checkpoint_every == 0 and not end_of_epoch:
+        if not bar.disable and time.perf_counter() - shown > bar.mininterval:
+            bar.set_postfix(loss=f"{float(loss):.4g}", refresh=False)
+            shown = time.perf_counter()
+        if run.on_step is not None:
+            run.on_step(step)
+        if pos.batch == n_batches:
+            break  # the end-of-epoch checkpoint is saved below, after validation
+        if run.stop.requested or (run.ckpt is not None and step % cfg.checkpoint_every == 0):
             pos.epoch_loss_sum = float(loss_sum)
-            ckpt.save(step, {"state": state, "best": best}, pos.to_json())
-    bar.close()
+            run.save(state, best, pos)
+        run.stop_if_requested(state, best, pos, pos.epoch + 1)
     pos.epoch_loss_sum = float(loss_sum)
     best = _end_epoch(
         trainer,
         state,
         best,
         pos,
-        len(train_loader),
-        val_loader,
+        n_batches,
+        run.val_loader,
         wall=time.perf_counter() - started,
         waited=waited,
     )
-    if ckpt is not None:
-        ckpt.save(step, {"state": state, "best": best}, pos.to_json())
+    last = pos.history[-1]
+    bar.set_postfix(loss=f"{last['train_loss']:.4g}", val_loss=f"{last['val_loss']:.4g}")
+    if pos.finished and pos.epoch < cfg.epochs and not bar.disable:
+        best_epoch = min(pos.history, key=lambda h: h["val_loss"])["epoch"]
+        bar.write(
+            f"early stop at epoch {pos.epoch}: validation loss not improved for "
+            f"{cfg.patience} epochs (best {pos.best_val:.4g} at epoch {best_epoch})",
+            file=sys.stderr,  # with the bar, off the results on stdout
+        )
+    run.save(state, best, pos)
+    run.stop_if_requested(state, best, pos, pos.epoch)
     return state, best
 
 
