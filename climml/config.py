@@ -12,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import difflib
+import math
+import re
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -36,7 +38,9 @@ class NormalizeConfig:
 class DataConfig:
     """Where samples come from and how they are cut into windows."""
 
-    source: str = "synthetic.enso"  # a built-in source name or a path to .zarr / .nc
+    # A built-in source name, a path (.zarr, .nc, or a glob of .nc files) or, from Python, an
+    # xarray.Dataset (written to config.yaml as a description with a content token).
+    source: str = "synthetic.enso"
     source_args: Mapping[str, Any] = field(default_factory=dict)
     inputs: tuple[str, ...] = ("sst", "heat_content")
     target: str = "nino34"
@@ -133,6 +137,123 @@ class Config:
     output: OutputConfig = OutputConfig()
 
 
+# --------------------------------------------------------------------------- value ranges
+
+
+@dataclass(frozen=True)
+class Range:
+    """The finite numbers from ``low`` to ``high`` (``None``: unbounded), ends open or closed."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def __contains__(self, x: float) -> bool:
+        if not math.isfinite(x):
+            return False
+        if self.low is not None and (x <= self.low if self.low_open else x < self.low):
+            return False
+        return self.high is None or (x < self.high if self.high_open else x <= self.high)
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return f"{'>' if self.low_open else '>='} {self.low}"
+        return f"in {'(' if self.low_open else '['}{self.low}, {self.high}{')' if self.high_open else ']'}"
+
+
+_POSITIVE = Range(0, low_open=True)
+_FRACTION = Range(0, 1, high_open=True)
+
+# Allowed values of every numeric key (each element of a list, each weight of a mapping; null
+# passes where the type allows it). ``model.*`` keys apply to every model family with that field.
+# tests/test_config.py fails when a numeric field of a config dataclass has no entry here.
+RANGES: dict[str, Range] = {
+    "seed": Range(0),
+    "data.input_steps": Range(1),
+    "data.leads": Range(0),
+    "data.gap": Range(0),
+    "data.batch_size": Range(1),
+    "data.num_classes": Range(2),
+    "data.prefetch": Range(0),
+    "train.lr": _POSITIVE,
+    "train.warmup_steps": Range(0),
+    "train.decay_rate": Range(0, 1, low_open=True),
+    "train.decay_steps": Range(1),
+    "train.weight_decay": Range(0),
+    "train.momentum": _FRACTION,
+    "train.clip_norm": _POSITIVE,
+    "train.loss": Range(0),  # the weights of {name: weight}
+    "train.huber_delta": _POSITIVE,
+    "train.class_weights": Range(0),
+    "train.epochs": Range(1),
+    "train.patience": Range(0),
+    "train.checkpoint_every": Range(1),
+    "train.keep_checkpoints": Range(1),
+    "train.devices": Range(1),
+    "eval.explain.n_repeats": Range(1),
+    "eval.explain.max_passes": Range(1),
+    "eval.explain.max_samples": Range(2),
+    "eval.explain.n_bootstrap": Range(0),
+    "model.filters": Range(1),
+    "model.kernel_size": Range(1),
+    "model.dilation": Range(1),
+    "model.pool": Range(1),
+    "model.hidden": Range(1),
+    "model.dropout": _FRACTION,
+    "model.latent_dim": Range(1),
+    "model.kl_weight": Range(0),
+    "model.depth": Range(1),
+    "model.base_filters": Range(1),
+    "model.unroll": Range(1),
+}
+NON_EMPTY = ("data.inputs", "data.leads")  # lists a run cannot do without
+_ABSENT = object()
+
+
+def check(cfg: Config) -> None:
+    """Raise ``ConfigError`` naming the first key whose value is out of range (see ``RANGES``).
+
+    ``load``/``from_dict`` call it; ``climml.pipeline`` calls it again because a config changed
+    with ``dataclasses.replace`` bypasses the converter.
+    """
+    for key, allowed in RANGES.items():
+        for where, number in _numbers(key, _lookup(cfg, key)):
+            if isinstance(number, bool) or not isinstance(number, int | float):
+                raise ConfigError(expected(where, f"a number {allowed}", repr(number)))
+            if number not in allowed:
+                raise ConfigError(expected(where, str(allowed), number))
+    for key in NON_EMPTY:
+        if not _lookup(cfg, key):
+            raise ConfigError(expected(key, "a non-empty list", "[]"))
+    _check_source(cfg.data.source)
+
+
+def _lookup(cfg: Any, key: str) -> Any:
+    for part in key.split("."):
+        cfg = getattr(cfg, part, _ABSENT)
+    return cfg
+
+
+def _numbers(key: str, value: Any) -> list[tuple[str, Any]]:
+    """``(dotted path, value)`` of each number under ``key``; strings and nulls are skipped."""
+    if value is _ABSENT or value is None or isinstance(value, str):
+        return []
+    if isinstance(value, Mapping):
+        return [(f"{key}.{k}", v) for k, v in value.items()]
+    if isinstance(value, tuple | list):
+        return [(f"{key}[{i}]", v) for i, v in enumerate(value)]
+    return [(key, value)]
+
+
+def _check_source(source: Any) -> None:
+    import xarray as xr  # deferred: reading a config needs no xarray
+
+    if not isinstance(source, str | xr.Dataset):
+        want = "a source name, a path or an xarray.Dataset"
+        raise ConfigError(expected("data.source", want, type(source).__name__))
+
+
 # --------------------------------------------------------------------------- loading
 
 
@@ -142,7 +263,7 @@ def load(path: str | Path, overrides: Sequence[str] = ()) -> Config:
     if not path.is_file():
         raise ConfigError(expected("config", "an existing YAML file", str(path)))
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=_Loader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: invalid YAML ({str(err).splitlines()[0]})") from None
     return from_dict(raw or {}, overrides)
@@ -184,15 +305,21 @@ def _apply_override(raw: dict, item: str) -> None:
 
 def _parse_scalar(text: str) -> Any:
     try:
-        value = yaml.safe_load(text)
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError:
         return text
-    if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string; numbers win here
-        try:
-            return float(value)
-        except ValueError:
-            return value
-    return value
+
+
+class _Loader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that reads ``1e-3`` as a float: PyYAML follows YAML 1.1, whose float
+    pattern needs a dot (``1.0e-3``), so a file's ``lr: 1e-3`` would otherwise be a string."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
 
 
 def _convert_config(raw: dict) -> Config:
@@ -205,7 +332,9 @@ def _convert_config(raw: dict) -> Config:
     # the model section is checked against its family's dataclass; ``Config.model`` is typed
     # ``Any``, so converting the whole config then keeps the converted model as it is
     raw["model"] = _convert(model_raw, registry.config_class(str(model_raw["name"])), "model")
-    return _convert(raw, Config, "")
+    cfg = _convert(raw, Config, "")
+    check(cfg)
+    return cfg
 
 
 def _convert(value: Any, hint: Any, path: str) -> Any:
@@ -298,11 +427,33 @@ def to_dict(cfg: Any) -> Any:
     """Plain YAML-able data (tuples → lists) of a config or any of its sections."""
     if dataclasses.is_dataclass(cfg):
         return {f.name: to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    if type(cfg).__name__ == "Dataset" and type(cfg).__module__.startswith("xarray"):
+        return describe_dataset(cfg)
     if isinstance(cfg, Mapping):
         return {k: to_dict(v) for k, v in cfg.items()}
     if isinstance(cfg, tuple | list):
         return [to_dict(v) for v in cfg]
     return cfg
+
+
+IN_MEMORY = "<in-memory xarray.Dataset"
+
+
+def describe_dataset(ds: Any) -> str:
+    """What ``config.yaml`` records for an in-memory ``data.source``: a content token.
+
+    The token is dask's deterministic hash of the values, coordinates and attributes (of the
+    graph, for a lazily opened dataset), so resuming a run with different data is refused.
+    """
+    import uuid
+
+    import dask.base  # deferred: only in-memory sources need it
+
+    try:
+        token = dask.base.tokenize(ds, ensure_deterministic=True)
+    except RuntimeError:  # e.g. opaque objects in its graph: a fresh token refuses any resume
+        token = f"unstable-{uuid.uuid4().hex}"
+    return f"{IN_MEMORY}, token {token}>"
 
 
 def dump(cfg: Config) -> str:

@@ -8,6 +8,7 @@ different experiment.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -71,19 +72,25 @@ class Experiment:
 
 
 def prepare(cfg: Config) -> Experiment:
-    """Load and validate the source, split it in time, fit the normalizer on the training split."""
-    from climml import tasks
+    """Check the config, load and check the source, split it in time, fit the normalizer on the
+    training split. Every config and data error surfaces here, before a stage writes anything.
 
+    Only the variables the config reads (inputs and target) are loaded and checked; each must
+    have finite, varying values in every split (class labels may be constant).
+    """
+    from climml import tasks
+    from climml.train.losses import loss_terms
+    from climml.train.optimizer import build_optimizer
+
+    config_mod.check(cfg)  # again: a config edited with dataclasses.replace skipped load()
     tasks.get(cfg.eval.task).check(cfg)
+    build_optimizer(cfg.train, total_steps=1)  # names: optimizer, schedule
+    loss_terms(cfg.train)
     d = cfg.data
-    raw = cdata.load_source(d.source, **dict(d.source_args))
-    cdata.validate_dataset(raw, variables=[*d.inputs, d.target], dims=("time",))
     if "train" not in d.splits:
         raise ConfigError(expected("data.splits", "a 'train' split", sorted(d.splits)))
-    if min(d.leads, default=-1) < 0 or d.input_steps < 1:
-        raise ConfigError(
-            expected("data.leads / data.input_steps", ">= 0 / >= 1", (d.leads, d.input_steps))
-        )
+    used = list(dict.fromkeys([*d.inputs, d.target]))
+    raw = cdata.conform(cdata.load_source(d.source, **dict(d.source_args)), used, ("time",))
     anchors = cdata.split_anchors(
         raw.indexes["time"],
         dict(d.splits),
@@ -91,6 +98,8 @@ def prepare(cfg: Config) -> Experiment:
         max_lead=max(d.leads),
         gap=d.gap,
     )
+    labels = [d.target] if d.num_classes is not None else []
+    cdata.check_splits(raw, used, dict(d.splits), may_be_constant=labels)
     variables = list(dict.fromkeys(d.inputs))
     if d.num_classes is None and d.target not in variables:
         variables.append(d.target)  # class labels are never normalized
@@ -116,12 +125,13 @@ def build_model(exp: Experiment) -> nnx.Module:
 def train(cfg: Config, workdir: str | Path, exp: Experiment | None = None) -> FitResult:
     """Train (or resume training) into ``workdir``; writes config, normalizer and history."""
     exp = exp or prepare(cfg)
+    model = build_model(exp)  # a model or loader that cannot be built fails before any write
+    loaders = exp.loader("train", training=True), exp.loader("val")
     workdir = _init_workdir(cfg, workdir)
     exp.normalizer.to_dataset().to_netcdf(workdir / "normalizer.nc")
     result = fit(
-        build_model(exp),
-        exp.loader("train", training=True),
-        exp.loader("val"),
+        model,
+        *loaders,
         cfg.train,
         seed=cfg.seed,
         workdir=workdir,
@@ -203,6 +213,8 @@ class RunResult:
 def run(cfg: Config, workdir: str | Path | None = None) -> RunResult:
     """Train → evaluate (→ explain) → report in ``workdir`` (default: ``output.workdir``).
 
+    Own data: ``cfg.data.source`` may be an ``xr.Dataset`` (``dataclasses.replace`` it in).
+
     Resumable: re-running continues from the last checkpoint in ``workdir``.
     """
     workdir = Path(workdir or cfg.output.workdir)
@@ -228,8 +240,13 @@ def run(cfg: Config, workdir: str | Path | None = None) -> RunResult:
 
 
 def _init_workdir(cfg: Config, workdir: str | Path) -> Path:
-    """Create ``workdir`` and write ``config.yaml``; refuse a workdir of another experiment."""
+    """Create ``workdir`` and write ``config.yaml``; refuse a workdir of another experiment.
+
+    The saved config records ``workdir`` as ``output.workdir`` (the directory actually used, which
+    ``--workdir`` may have changed) and an in-memory ``data.source`` by its content token.
+    """
     workdir = Path(workdir)
+    cfg = dataclasses.replace(cfg, output=dataclasses.replace(cfg.output, workdir=str(workdir)))
     saved = workdir / "config.yaml"
     if saved.is_file():
         previous = config_mod.load(saved)

@@ -98,3 +98,94 @@ def test_unquoted_yaml_dates_become_iso_strings():
     raw = yaml.safe_load("model: {name: mlp}\ndata:\n  splits: {train: [1870-01-01, 1900-12-31]}\n")
     cfg = config.from_dict(raw)
     assert cfg.data.splits["train"] == ("1870-01-01", "1900-12-31")
+
+
+# --------------------------------------------------------------------------- value ranges
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.epochs=-3", r"^train\.epochs: expected >= 1, found -3$"),
+        ("train.lr=0", r"^train\.lr: expected > 0, found 0\.0$"),
+        ("train.lr=.nan", r"^train\.lr: expected > 0, found nan$"),
+        ("data.batch_size=0", r"^data\.batch_size: expected >= 1, found 0$"),
+        ("train.patience=-1", r"^train\.patience: expected >= 0, found -1$"),
+        ("model.dropout=1.0", r"^model\.dropout: expected in \[0, 1\), found 1\.0$"),
+        ("data.leads=[1, -2]", r"^data\.leads\[1\]: expected >= 0, found -2$"),
+        ("data.leads=[]", r"^data\.leads: expected a non-empty list, found \[\]$"),
+        ("data.input_steps=0", r"^data\.input_steps: expected >= 1, found 0$"),
+        ("eval.explain.n_repeats=0", r"^eval\.explain\.n_repeats: expected >= 1, found 0$"),
+        ("train.loss={mse: -1}", r"^train\.loss\.mse: expected >= 0, found -1\.0$"),
+        ("model.filters=[8, 0]", r"^model\.filters\[1\]: expected >= 1, found 0$"),
+        ("train.momentum=1", r"^train\.momentum: expected in \[0, 1\), found 1\.0$"),
+    ],
+)
+def test_out_of_range_values_name_key_range_and_value(override, message):
+    with pytest.raises(ConfigError, match=message):
+        config.from_dict({"model": {"name": "cnn"}}, [override])
+
+
+def test_null_passes_where_the_type_allows_it():
+    cfg = config.from_dict(BASE, ["train.patience=null", "train.devices=null"])
+    assert cfg.train.patience is None and cfg.train.devices is None
+
+
+def test_check_catches_configs_edited_with_replace():
+    import dataclasses
+
+    cfg = config.from_dict(BASE)
+    bad = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=0))
+    with pytest.raises(ConfigError, match=r"^train\.epochs: expected >= 1, found 0$"):
+        config.check(bad)
+    wrong = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, source=["a.nc"]))
+    with pytest.raises(ConfigError, match=r"^data\.source: expected a source name, a path or an"):
+        config.check(wrong)
+
+
+def _numeric_keys(cls, prefix):
+    """Dotted keys of every field of dataclass ``cls`` whose type admits an int or a float."""
+    import dataclasses
+    import typing
+
+    keys = []
+    for f in dataclasses.fields(cls):
+        hint = typing.get_type_hints(cls)[f.name]
+        key = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(hint):
+            keys += _numeric_keys(hint, key + ".")
+        elif {int, float} & _leaf_types(hint):
+            keys.append(key)
+    return keys
+
+
+def _leaf_types(hint):
+    import typing
+
+    args = typing.get_args(hint)
+    if not args:
+        return {hint}
+    return set().union(*(_leaf_types(a) for a in args if a is not Ellipsis))
+
+
+def test_every_numeric_field_has_a_range():
+    from climml.models import registry
+
+    keys = _numeric_keys(config.Config, "")  # model: Any, covered below
+    for name in registry.names():
+        keys += _numeric_keys(registry.config_class(name), "model.")
+    assert "train.epochs" in keys and "model.dropout" in keys and "train.loss" in keys
+    missing = sorted(set(keys) - set(config.RANGES))
+    assert not missing, f"add these keys to climml.config.RANGES: {missing}"
+
+
+def test_yaml_exponent_numbers_are_floats(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text("model: {name: mlp}\ntrain: {lr: 1e-3, weight_decay: 5E-4, decay_rate: 1e0}\n")
+    cfg = config.load(path)
+    assert cfg.train.lr == 1e-3 and cfg.train.weight_decay == 5e-4 and cfg.train.decay_rate == 1.0
+    assert config.from_dict(BASE, ["train.lr=2e-4"]).train.lr == 2e-4
+    quoted = tmp_path / "quoted.yaml"
+    quoted.write_text("model: {name: mlp}\ntrain: {lr: '1e-3'}\n")
+    with pytest.raises(ConfigError, match=r"^train\.lr: expected float, found '1e-3'$"):
+        config.load(quoted)

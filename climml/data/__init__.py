@@ -1,4 +1,4 @@
-"""The data path: open and check datasets, synthetic data, normalization, splits and loaders.
+"""The data path: open, conform and check datasets, synthetic data, normalization, splits and loaders.
 
 ``import climml.data`` does not import JAX; the loader imports it only to place batches on
 devices when given a sharding.
@@ -7,11 +7,11 @@ devices when given a sharding.
 from climml.data import synthetic
 from climml.data.loader import Batch, WindowLoader
 from climml.data.normalize import Normalizer
-from climml.data.open import open_dataset
+from climml.data.open import conform, open_dataset
 from climml.data.sharding import batch_sharding
 from climml.data.sources import SOURCES, load_source
 from climml.data.splits import split_anchors
-from climml.data.validate import validate_dataset
+from climml.data.validate import check_splits, validate_dataset
 
 __all__ = [
     "SOURCES",
@@ -19,6 +19,8 @@ __all__ = [
     "Normalizer",
     "WindowLoader",
     "batch_sharding",
+    "check_splits",
+    "conform",
     "load_source",
     "open_dataset",
     "split_anchors",

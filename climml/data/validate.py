@@ -6,8 +6,9 @@ what was found, so a user with a malformed file learns which variable or coordin
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
+import dask
 import numpy as np
 import pandas as pd
 import xarray as xr
@@ -32,6 +33,42 @@ def validate_dataset(
     names = list(ds.data_vars) if variables is None else _as_names(variables, "variables")
     for name in names:
         _check_variable(ds, name, tuple(dims or ()))
+
+
+def check_splits(
+    ds: xr.Dataset,
+    variables: Iterable[str],
+    splits: Mapping[str, tuple[str, str]],
+    *,
+    may_be_constant: Iterable[str] = (),
+) -> None:
+    """Raise ``DataError`` naming the variable and split where a variable is unusable.
+
+    Per split (``{name: (start, end)}`` inclusive time labels) each variable needs finite values,
+    no infinities and, unless listed in ``may_be_constant`` (class labels), more than one value:
+    an all-NaN input would train on the fill value alone, a constant target has no skill to
+    measure. One dask pass computes every count, minimum and maximum together.
+    """
+    index = ds.indexes["time"]
+    names = _as_names(variables, "variables")
+    lazy = []
+    for start, end in splits.values():
+        part = ds.isel(time=index.slice_indexer(str(start), str(end)))
+        for name in names:
+            var = part[name]
+            lazy += [var.notnull().sum(), var.min(), var.max()]
+    values = iter(float(v) for v in dask.compute(*lazy))
+    for split in splits:
+        for name in names:
+            finite, low, high = next(values), next(values), next(values)
+            field = f"{name} (split {split})"
+            if finite == 0:
+                raise DataError(expected(field, "some values that are not NaN", "only NaN"))
+            if not (np.isfinite(low) and np.isfinite(high)):
+                found = f"values from {low} to {high}"
+                raise DataError(expected(field, "finite values (NaN for missing)", found))
+            if low == high and name not in may_be_constant:
+                raise DataError(expected(field, "values that vary", f"the constant {low:g}"))
 
 
 def check_time(ds: xr.Dataset) -> None:

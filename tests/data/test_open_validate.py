@@ -132,3 +132,157 @@ def test_load_source_errors_name_the_field(tmp_path):
         cd.load_source("synthetic.nope")
     with pytest.raises(ConfigError, match=r"data\.source_args\.n_month: expected a keyword"):
         cd.load_source("synthetic.enso", n_month=12)
+
+
+# --------------------------------------------------------------------------- conventions
+
+
+def _grid(lat, lon, months=24):
+    """A (time, lat, lon) field whose value encodes its coordinates: 1000 * lat + lon + t / 100."""
+    time = pd.date_range("2000-01-01", periods=months, freq="MS")
+    t, la, lo = np.meshgrid(np.arange(months), lat, lon, indexing="ij")
+    value = 1000.0 * la + lo + t / 100.0
+    return xr.Dataset(
+        {"v": (("time", "lat", "lon"), value)}, coords={"time": time, "lat": lat, "lon": lon}
+    )
+
+
+def test_descending_latitude_is_sorted_with_its_values(tmp_path):
+    lat = np.array([30.0, 10.0, -10.0, -30.0])
+    ds = _grid(lat, np.array([0.0, 90.0, 180.0]))
+    ds.chunk({"time": 6}).to_zarr(tmp_path / "desc.zarr", consolidated=False)
+    opened = cd.open_dataset(tmp_path / "desc.zarr", variables=["v"])
+    assert list(opened["lat"].values) == [-30.0, -10.0, 10.0, 30.0]
+    assert opened["v"].chunks is not None  # still lazy
+    xr.testing.assert_identical(opened.compute(), ds.sortby("lat"))
+    assert float(opened["v"].sel(lat=-30.0, lon=90.0).isel(time=5)) == -30000.0 + 90.0 + 0.05
+
+
+def test_longitudes_keep_their_convention_sorted_ascending():
+    east = _grid(np.array([-10.0, 10.0]), np.array([0.0, 90.0, 180.0, 270.0]))
+    assert list(cd.conform(east)["lon"].values) == [0.0, 90.0, 180.0, 270.0]
+    # -180..180 stored starting at 0 (a rolled grid): sorted, each value still at its longitude
+    for lon in ([0.0, 90.0, -180.0, -90.0], [90.0, 0.0, -90.0, -180.0]):
+        out = cd.conform(_grid(np.array([-10.0, 10.0]), np.array(lon)).chunk({"lon": 2}))
+        assert list(out["lon"].values) == [-180.0, -90.0, 0.0, 90.0]
+        assert float(out["v"].sel(lat=10.0, lon=-90.0).isel(time=3)) == 10000.0 - 90.0 + 0.03
+    repeated = _grid(np.array([-10.0, 10.0]), np.array([0.0, 90.0, 0.0]))
+    with pytest.raises(DataError, match=r"^lon: expected distinct values"):
+        cd.conform(repeated)
+    mixed = _grid(np.array([-10.0, 10.0]), np.array([-90.0, 0.0, 200.0]))
+    with pytest.raises(DataError, match=r"^lon: expected degrees in \[-180, 180\] or \[0, 360\]"):
+        cd.conform(mixed)
+
+
+def test_latitude_longitude_names_become_lat_lon():
+    ds = _grid(np.array([10.0, -10.0]), np.array([0.0, 1.0])).rename(lat="latitude", lon="longitude")
+    out = cd.conform(ds, variables=["v"], dims=("time", "lat", "lon"))
+    assert out["v"].dims == ("time", "lat", "lon") and list(out["lat"].values) == [-10.0, 10.0]
+
+
+def test_valid_time_is_time_and_forecast_axes_are_refused():
+    ds = _series(["2000-01", "2000-02", "2000-03"])
+    out = cd.conform(ds.rename(time="valid_time"), variables=["v"])
+    xr.testing.assert_identical(out, ds)
+    forecast = xr.Dataset(
+        {"v": (("init_time", "lead_time"), np.zeros((3, 2)))},
+        coords={"init_time": pd.date_range("2000", periods=3, freq="MS"), "lead_time": [0, 1]},
+    )
+    with pytest.raises(DataError, match=r"^time: expected one 'time' axis.*forecast dims"):
+        cd.conform(forecast)
+
+
+def test_cf_time_in_a_noleap_calendar_is_decoded_and_converted(tmp_path):
+    raw = xr.Dataset(
+        {"v": (("time",), np.arange(4.0))},
+        coords={"time": ("time", [0, 31, 59, 90], {"units": "days since 2001-01-01",
+                                                   "calendar": "noleap"})},
+    )
+    raw.to_netcdf(tmp_path / "noleap.nc")
+    out = cd.open_dataset(tmp_path / "noleap.nc", variables=["v"])
+    assert list(out.indexes["time"].strftime("%Y-%m-%d")) == [
+        "2001-01-01", "2001-02-01", "2001-03-01", "2001-04-01"
+    ]
+
+
+def test_dates_missing_from_the_standard_calendar_are_refused(tmp_path):
+    raw = xr.Dataset(
+        {"v": (("time",), np.arange(3.0))},
+        coords={"time": ("time", [28, 29, 30], {"units": "days since 2001-02-01",
+                                                "calendar": "360_day"})},
+    )  # 2001-02-29, 2001-02-30, 2001-03-01 in a 360-day calendar
+    raw.to_netcdf(tmp_path / "360.nc")
+    with pytest.raises(DataError, match=r"^time: expected dates that exist.*'360_day' with 2001-02-29"):
+        cd.open_dataset(tmp_path / "360.nc")
+
+
+def test_netcdf_glob_opens_lazily_as_one_dataset(ds, tmp_path):
+    for year, part in ds.groupby("time.year"):
+        part.to_netcdf(tmp_path / f"enso_{year}.nc")
+    opened = cd.load_source(str(tmp_path / "enso_*.nc"))
+    assert opened["sst"].chunks is not None and opened.sizes["time"] == 36
+    xr.testing.assert_allclose(opened.compute(), ds)
+    with pytest.raises(DataError, match=r"data\.source: expected netCDF files matching"):
+        cd.open_dataset(tmp_path / "nothing_*.nc")
+
+
+def test_unused_variables_are_never_checked(ds, tmp_path):
+    extra = ds.assign(
+        land=(("lat", "lon"), np.zeros((8, 16), bool)),
+        note=(("time",), np.array(["x"] * 36)),
+    )
+    extra.to_zarr(tmp_path / "extra.zarr", consolidated=False)
+    opened = cd.open_dataset(tmp_path / "extra.zarr", variables=["sst", "nino34"])
+    assert list(opened.data_vars) == ["sst", "nino34"]
+    with pytest.raises(DataError, match=r"note\.dtype: expected a numeric dtype"):
+        cd.open_dataset(tmp_path / "extra.zarr", variables=["sst", "note"])
+
+
+# --------------------------------------------------------------------------- splits
+
+SPLITS = {"train": ("2000-01", "2000-12"), "val": ("2001-01", "2001-06"), "test": ("2001-07", "2001-12")}
+
+
+def _split_data():
+    time = pd.date_range("2000-01-01", periods=24, freq="MS")
+    rng = np.random.default_rng(0)
+    return xr.Dataset(
+        {"x": (("time", "p"), rng.normal(size=(24, 3))), "y": (("time",), rng.normal(size=24))},
+        coords={"time": time},
+    )
+
+
+def test_check_splits_accepts_partly_missing_data():
+    data = _split_data()
+    data["x"][:6, 1] = np.nan
+    cd.check_splits(data.chunk({"time": 5}), ["x", "y"], SPLITS)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda d: d["x"][:12].__setitem__(Ellipsis, np.nan), r"^x \(split train\): .* only NaN"),
+        (lambda d: d["y"][12:18].__setitem__(Ellipsis, 3.0), r"^y \(split val\): expected values that vary, found the constant 3"),
+        (lambda d: d["x"][20, 0].__setitem__(Ellipsis, np.inf), r"^x \(split test\): expected finite values"),
+    ],
+)
+def test_check_splits_names_variable_and_split(edit, message):
+    data = _split_data()
+    edit(data)
+    with pytest.raises(DataError, match=message):
+        cd.check_splits(data.chunk({"time": 5}), ["x", "y"], SPLITS)
+
+
+def test_constant_class_labels_may_be_allowed():
+    data = _split_data().assign(y=("time", np.zeros(24, np.int64)))
+    with pytest.raises(DataError, match=r"^y \(split train\)"):
+        cd.check_splits(data, ["x", "y"], SPLITS)
+    cd.check_splits(data, ["x", "y"], SPLITS, may_be_constant=["y"])
+
+
+def test_in_memory_dataset_source(ds):
+    assert cd.load_source(ds) is ds
+    with pytest.raises(ConfigError, match=r"data\.source_args\.seed: expected a keyword"):
+        cd.load_source(ds, seed=1)
+    with pytest.raises(DataError, match=r"data\.source: expected the in-memory xarray\.Dataset"):
+        cd.load_source("<in-memory xarray.Dataset, token 0123>")
