@@ -172,7 +172,7 @@ def bench_contingency(shape: tuple[int, int, int], repeats: int) -> None:
     obs = rng.gamma(0.5, 3.0, size=shape).astype(np.float32)  # precipitation-like, mm/h
     fcst = (obs * rng.lognormal(0, 0.5, size=shape)).astype(np.float32)
     f, o, t = jnp.asarray(fcst), jnp.asarray(obs), jnp.asarray(thresholds)
-    csi = jax.jit(lambda f, o, t: cm.csi(f, o, t, axis=0))
+    csi = jax.jit(lambda f, o, t: cm.csi(f, o, threshold=t, axis=0))
     print(f"  (climml compile + first run: {compile_time(lambda: csi(f, o, t)):.2f} s)")
     t_ours, ours = best_time(lambda: csi(f, o, t), repeats)
     report("climml csi (10 thresholds at once, vmap)", t_ours, t_ours)

@@ -19,7 +19,7 @@ from jax.typing import ArrayLike
 from climml.errors import ConfigError, DataError, expected
 
 
-def resample_indices(key: Array, length: int, block: int = 1) -> Array:
+def resample_indices(key: Array, length: int, /, *, block: int = 1) -> Array:
     """Indices ``(length,)`` of one (moving-block) bootstrap resample of ``range(length)``.
 
     ``ceil(length / block)`` block starts are drawn uniformly from ``[0, length - block]``;
@@ -32,6 +32,7 @@ def resample_indices(key: Array, length: int, block: int = 1) -> Array:
 
 def bootstrap(
     metric_fn: Callable[..., ArrayLike],
+    /,
     *arrays: ArrayLike,
     n: int = 1000,
     key: Array,
@@ -67,7 +68,7 @@ def bootstrap(
         raise ConfigError(expected("block", f"an int in [1, {length}]", block))
 
     def one_resample(k: Array) -> Array:
-        index = resample_indices(k, length, block)
+        index = resample_indices(k, length, block=block)
         return jnp.asarray(metric_fn(*(a[index] for a in arrays)))
 
     keys = jax.random.split(key, n)

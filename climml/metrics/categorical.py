@@ -2,7 +2,7 @@
 
 ``contingency`` reduces forecast/observation pairs to the four counts; the scores are methods
 of the table, so tables from several batches can be added first and scored last. The
-module-level functions (``csi(forecast, observed, threshold)``, ...) do both in one call.
+module-level functions (``csi(forecast, observed, threshold=t)``, ...) do both in one call.
 
 Definitions follow the WWRP/WGNE Joint Working Group on Forecast Verification ("CAWCR" pages):
 with hits a, false alarms b, misses c and correct negatives d, n = a + b + c + d,
@@ -29,7 +29,7 @@ from climml.errors import ConfigError, DataError, expected
 from climml.metrics._masking import (
     Axis,
     as_float,
-    check_broadcast,
+    check_pair,
     point_weights,
     ratio,
     sum_together,
@@ -118,6 +118,8 @@ class Contingency(NamedTuple):
 def contingency(
     forecast: ArrayLike,
     observed: ArrayLike,
+    /,
+    *,
     threshold: ArrayLike,
     op: str = ">=",
     axis: Axis = None,
@@ -126,11 +128,13 @@ def contingency(
     """Count hits, misses, false alarms and correct negatives of the event ``x op threshold``.
 
     Args:
-      forecast, observed: broadcastable arrays of the same quantity (e.g. mm/h); NaN masks.
+      forecast, observed: arrays of the same quantity (e.g. mm/h) with the same number of
+        axes (size-1 axes broadcast); NaN masks.
       threshold: scalar, or 1-D array of K thresholds evaluated at once (vmap).
       op: ``">="`` (default), ``">"``, ``"<="`` or ``"<"``.
       axis: axes to reduce (None: all).
-      weights: non-negative weights broadcastable against the data (None: counts, int32).
+      weights: non-negative weights broadcastable against the data (None: counts, int32,
+        exact up to 2**31 points per cell).
 
     Returns:
       ``Contingency`` of arrays shaped like the data with ``axis`` removed, with a leading
@@ -138,7 +142,7 @@ def contingency(
     """
     if op not in COMPARISONS:
         raise ConfigError(expected("op", f"one of {sorted(COMPARISONS)}", repr(op)))
-    check_broadcast(forecast=forecast, observed=observed, weights=weights)
+    check_pair("forecast", forecast, "observed", observed, weights)
     forecast, observed, threshold = as_float(forecast, observed, threshold)
     if threshold.ndim > 1:
         raise DataError(expected("threshold", "a scalar or 1-D array", f"shape {threshold.shape}"))
@@ -168,62 +172,64 @@ def contingency(
     return jax.vmap(table)(threshold) if threshold.ndim == 1 else table(threshold)
 
 
-def csi(forecast, observed, threshold, op=">=", axis: Axis = None, weights=None) -> Array:
+def _table(forecast, observed, threshold, op, axis, weights) -> Contingency:
+    return contingency(forecast, observed, threshold=threshold, op=op, axis=axis, weights=weights)
+
+
+def csi(forecast, observed, /, *, threshold, op=">=", axis: Axis = None, weights=None) -> Array:
     """Critical success index of the event ``x op threshold`` (arguments as ``contingency``)."""
-    return contingency(forecast, observed, threshold, op, axis, weights).csi()
+    return _table(forecast, observed, threshold, op, axis, weights).csi()
 
 
-def pod(forecast, observed, threshold, op=">=", axis: Axis = None, weights=None) -> Array:
+def pod(forecast, observed, /, *, threshold, op=">=", axis: Axis = None, weights=None) -> Array:
     """Probability of detection (arguments as ``contingency``)."""
-    return contingency(forecast, observed, threshold, op, axis, weights).pod()
+    return _table(forecast, observed, threshold, op, axis, weights).pod()
 
 
-def far(forecast, observed, threshold, op=">=", axis: Axis = None, weights=None) -> Array:
+def far(forecast, observed, /, *, threshold, op=">=", axis: Axis = None, weights=None) -> Array:
     """False alarm ratio (arguments as ``contingency``)."""
-    return contingency(forecast, observed, threshold, op, axis, weights).far()
+    return _table(forecast, observed, threshold, op, axis, weights).far()
 
 
-def pofd(forecast, observed, threshold, op=">=", axis: Axis = None, weights=None) -> Array:
+def pofd(forecast, observed, /, *, threshold, op=">=", axis: Axis = None, weights=None) -> Array:
     """Probability of false detection (arguments as ``contingency``)."""
-    return contingency(forecast, observed, threshold, op, axis, weights).pofd()
+    return _table(forecast, observed, threshold, op, axis, weights).pofd()
 
 
-def frequency_bias(
-    forecast, observed, threshold, op=">=", axis: Axis = None, weights=None
-) -> Array:
+def frequency_bias(forecast, observed, /, *, threshold, op=">=", axis: Axis = None, weights=None):
     """Frequency bias (arguments as ``contingency``)."""
-    return contingency(forecast, observed, threshold, op, axis, weights).frequency_bias()
+    return _table(forecast, observed, threshold, op, axis, weights).frequency_bias()
 
 
-def ets(forecast, observed, threshold, op=">=", axis: Axis = None, weights=None) -> Array:
+def ets(forecast, observed, /, *, threshold, op=">=", axis: Axis = None, weights=None) -> Array:
     """Equitable threat score (arguments as ``contingency``)."""
-    return contingency(forecast, observed, threshold, op, axis, weights).ets()
+    return _table(forecast, observed, threshold, op, axis, weights).ets()
 
 
-def hss(forecast, observed, threshold, op=">=", axis: Axis = None, weights=None) -> Array:
+def hss(forecast, observed, /, *, threshold, op=">=", axis: Axis = None, weights=None) -> Array:
     """Heidke skill score (arguments as ``contingency``)."""
-    return contingency(forecast, observed, threshold, op, axis, weights).hss()
+    return _table(forecast, observed, threshold, op, axis, weights).hss()
 
 
 # Binary classification scores: the threshold defaults to 0.5 so that 0/1 labels and
 # probabilities both work as in scikit-learn (``pred >= 0.5`` is the positive class).
 
 
-def accuracy(forecast, observed, threshold=0.5, op=">=", axis: Axis = None, weights=None):
+def accuracy(forecast, observed, /, *, threshold=0.5, op=">=", axis: Axis = None, weights=None):
     """Fraction correct of binary predictions (arguments as ``contingency``)."""
-    return contingency(forecast, observed, threshold, op, axis, weights).accuracy()
+    return _table(forecast, observed, threshold, op, axis, weights).accuracy()
 
 
-def precision(forecast, observed, threshold=0.5, op=">=", axis: Axis = None, weights=None):
+def precision(forecast, observed, /, *, threshold=0.5, op=">=", axis: Axis = None, weights=None):
     """Precision of binary predictions (arguments as ``contingency``)."""
-    return contingency(forecast, observed, threshold, op, axis, weights).precision()
+    return _table(forecast, observed, threshold, op, axis, weights).precision()
 
 
-def recall(forecast, observed, threshold=0.5, op=">=", axis: Axis = None, weights=None):
+def recall(forecast, observed, /, *, threshold=0.5, op=">=", axis: Axis = None, weights=None):
     """Recall of binary predictions (arguments as ``contingency``)."""
-    return contingency(forecast, observed, threshold, op, axis, weights).recall()
+    return _table(forecast, observed, threshold, op, axis, weights).recall()
 
 
-def f1_score(forecast, observed, threshold=0.5, op=">=", axis: Axis = None, weights=None):
+def f1_score(forecast, observed, /, *, threshold=0.5, op=">=", axis: Axis = None, weights=None):
     """F1 score of binary predictions (arguments as ``contingency``)."""
-    return contingency(forecast, observed, threshold, op, axis, weights).f1_score()
+    return _table(forecast, observed, threshold, op, axis, weights).f1_score()

@@ -16,7 +16,7 @@ from climml.metrics._masking import as_float, check_broadcast, ratio
 
 
 def confusion_matrix(
-    pred: ArrayLike, true: ArrayLike, num_classes: int, weights: ArrayLike | None = None
+    pred: ArrayLike, true: ArrayLike, /, *, num_classes: int, weights: ArrayLike | None = None
 ) -> Array:
     """Counts of (true class, predicted class) pairs over all elements.
 
@@ -51,7 +51,7 @@ def _in_range(labels: Array, num_classes: int) -> Array:
     return (labels >= 0) & (labels < num_classes)
 
 
-def iou_from_confusion(matrix: ArrayLike) -> Array:
+def iou_from_confusion(matrix: ArrayLike, /) -> Array:
     """Per-class IoU ``TP / (TP + FP + FN)`` from a ``(K, K)`` confusion matrix.
 
     NaN for a class that appears neither in the truth nor in the prediction.
@@ -62,11 +62,13 @@ def iou_from_confusion(matrix: ArrayLike) -> Array:
     return ratio(hits, union)
 
 
-def iou(pred: ArrayLike, true: ArrayLike, num_classes: int, weights=None) -> Array:
+def iou(pred: ArrayLike, true: ArrayLike, /, *, num_classes: int, weights=None) -> Array:
     """Per-class intersection over union, shape ``(K,)`` (see ``confusion_matrix``)."""
-    return iou_from_confusion(confusion_matrix(pred, true, num_classes, weights))
+    return iou_from_confusion(
+        confusion_matrix(pred, true, num_classes=num_classes, weights=weights)
+    )
 
 
-def mean_iou(pred: ArrayLike, true: ArrayLike, num_classes: int, weights=None) -> Array:
+def mean_iou(pred: ArrayLike, true: ArrayLike, /, *, num_classes: int, weights=None) -> Array:
     """Mean of the per-class IoU over the classes present in truth or prediction."""
-    return jnp.nanmean(iou(pred, true, num_classes, weights))
+    return jnp.nanmean(iou(pred, true, num_classes=num_classes, weights=weights))

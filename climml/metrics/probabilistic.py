@@ -26,28 +26,43 @@ from jax.scipy.stats import norm
 from jax.typing import ArrayLike
 
 from climml.errors import ConfigError, DataError, expected
-from climml.metrics._masking import Axis, as_float, check_broadcast, ratio
+from climml.metrics._masking import (
+    Axis,
+    as_float,
+    check_broadcast,
+    check_labels,
+    check_probabilities,
+    ratio,
+)
 from climml.metrics._sorting import NETWORK_MAX, sort_members
 from climml.metrics.continuous import error_sums
 
 
 def brier_score(
-    probability: ArrayLike, observed: ArrayLike, axis: Axis = None, weights=None
+    probability: ArrayLike, observed: ArrayLike, /, *, axis: Axis = None, weights=None
 ) -> Array:
     """Mean squared difference between event probability and outcome (0/1), in [0, 1].
 
     Args:
-      probability: forecast probabilities in [0, 1]; NaN masks the point.
-      observed: outcomes, 0/1 or boolean (NaN masks), broadcastable with ``probability``.
+      probability: forecast probabilities in [0, 1] (not percent); NaN masks the point.
+      observed: outcomes, 0/1 or boolean (NaN masks), with as many axes as ``probability``.
       axis, weights: as in ``error_sums``.
+
+    Raises:
+      DataError: for concrete inputs (not traced under ``jit``) with a probability outside
+        [0, 1] or an outcome other than 0/1, naming the argument.
     """
+    check_probabilities("probability", probability)
+    check_labels("observed", observed)
     probability, observed = as_float(probability, observed)
-    return error_sums(probability, observed, axis, weights).mse()
+    return error_sums(probability, observed, axis=axis, weights=weights).mse()
 
 
 def crps_ensemble(
     forecast: ArrayLike,
     observed: ArrayLike,
+    /,
+    *,
     ensemble_axis: int = -1,
     fair: bool = False,
     weights: ArrayLike | None = None,
@@ -189,7 +204,7 @@ def _crps_weighted_sorted(forecast: Array, observed: Array, weights: Array, axis
     return jnp.where(jnp.isnan(observed), jnp.nan, skill - spread)
 
 
-def crps_gaussian(mu: ArrayLike, sigma: ArrayLike, observed: ArrayLike) -> Array:
+def crps_gaussian(mu: ArrayLike, sigma: ArrayLike, observed: ArrayLike, /) -> Array:
     """Closed-form CRPS of a normal forecast N(mu, sigma²) at every point (Gneiting 2005).
 
     ``CRPS = sigma [z (2 Φ(z) - 1) + 2 φ(z) - 1/√π]`` with ``z = (y - mu) / sigma``. A zero
@@ -213,6 +228,8 @@ POOLS = ("avg", "max")
 def pooled_crps(
     forecast: ArrayLike,
     observed: ArrayLike,
+    /,
+    *,
     scale: int,
     pool: str = "avg",
     ensemble_axis: int = -1,

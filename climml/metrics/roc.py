@@ -34,7 +34,8 @@ from climml.errors import ConfigError, expected
 from climml.metrics._masking import (
     Axis,
     as_float,
-    check_broadcast,
+    check_labels,
+    check_pair,
     move_to_end,
     ratio,
     sum_together,
@@ -46,6 +47,8 @@ SCAN_MIN_POINTS = 32
 def roc_auc(
     scores: ArrayLike,
     labels: ArrayLike,
+    /,
+    *,
     axis: Axis = None,
     weights: ArrayLike | None = None,
     bins: int | ArrayLike | None = None,
@@ -54,7 +57,8 @@ def roc_auc(
 
     Args:
       scores: classifier scores or probabilities, any shape; higher means "more positive".
-      labels: 0/1 or boolean outcomes broadcastable with ``scores`` (non-zero = positive).
+      labels: 0/1 or boolean outcomes (NaN = missing) with as many axes as ``scores``
+        (size-1 axes broadcast).
       axis: sample axes (None: all, one AUC). The remaining axes are points (vmapped).
       weights: non-negative sample weights broadcastable with ``scores``.
       bins: None for the exact AUC; an int B for B equal bins on [0, 1] (probabilities) or
@@ -63,9 +67,13 @@ def roc_auc(
     Returns:
       AUC in [0, 1] with the sample axes removed; NaN where only one class is present.
       NaN scores or labels (and NaN weights) mask their sample.
+
+    Raises:
+      DataError: for concrete ``labels`` (not traced under ``jit``) other than 0/1, e.g.
+        probabilities passed as labels (arguments swapped).
     """
     if bins is not None:
-        return roc_histogram(scores, labels, bins, axis, weights).auc()
+        return roc_histogram(scores, labels, bins=bins, axis=axis, weights=weights).auc()
     s, positive, w = _flatten_samples(scores, labels, axis, weights)
     if w is None:
         return _exact_auc(s, positive)
@@ -80,7 +88,8 @@ def _flatten_samples(scores, labels, axis, weights):
     Masked samples (NaN label or NaN weight) are marked by a NaN score, which every AUC path
     treats as "leave out". Returns ``(scores, positive, weights_or_None)``.
     """
-    shape = check_broadcast(scores=scores, labels=labels, weights=weights)
+    shape = check_pair("scores", scores, "labels", labels, weights)
+    check_labels("labels", labels)
     scores, labels = as_float(scores, labels)
     scores = jnp.where(jnp.isnan(labels), jnp.nan, jnp.broadcast_to(scores, shape))
     positive = jnp.broadcast_to(labels != 0, shape)
@@ -307,6 +316,8 @@ class RocHistogram(NamedTuple):
 def roc_histogram(
     scores: ArrayLike,
     labels: ArrayLike,
+    /,
+    *,
     bins: int | ArrayLike,
     axis: Axis = None,
     weights: ArrayLike | None = None,
@@ -356,6 +367,8 @@ def _edges(bins: int | ArrayLike) -> Array:
 def roc_curve(
     scores: ArrayLike,
     labels: ArrayLike,
+    /,
+    *,
     weights: ArrayLike | None = None,
     thresholds: ArrayLike | None = None,
 ) -> tuple[Array, Array, Array]:

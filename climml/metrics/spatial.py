@@ -26,7 +26,7 @@ from climml.errors import ConfigError, DataError, expected
 from climml.metrics._masking import (
     Axis,
     as_float,
-    check_broadcast,
+    check_pair,
     ratio,
     sum_together,
 )
@@ -76,6 +76,8 @@ def neighbourhood_fraction(events: Array, window: int, dtype=jnp.float32) -> Arr
 def fss_sums(
     forecast: ArrayLike,
     observed: ArrayLike,
+    /,
+    *,
     threshold: ArrayLike,
     window: int,
     op: str = ">=",
@@ -84,7 +86,8 @@ def fss_sums(
     """FSS statistics of the event ``x op threshold`` at neighbourhood size ``window``.
 
     Args:
-      forecast, observed: fields ``(..., H, W)`` (spatial axes last), broadcastable.
+      forecast, observed: fields ``(..., H, W)`` (spatial axes last) with the same number
+        of axes (size-1 axes broadcast).
       threshold: scalar, or 1-D array of K thresholds (adds a leading axis, vmap).
       window: neighbourhood size in cells (1: grid-point scale).
       op: ``">="`` (default), ``">"``, ``"<="`` or ``"<"``.
@@ -98,7 +101,7 @@ def fss_sums(
         raise ConfigError(expected("op", f"one of {sorted(COMPARISONS)}", repr(op)))
     if not isinstance(window, int) or window < 1:
         raise ConfigError(expected("window", "a positive int", window))
-    shape = check_broadcast(forecast=forecast, observed=observed)
+    shape = check_pair("forecast", forecast, "observed", observed)
     if len(shape) < 2:
         raise DataError(expected("forecast.shape", "(..., H, W)", shape))
     forecast, observed, threshold = as_float(forecast, observed, threshold)
@@ -127,6 +130,7 @@ def _fss_statistics(forecast, observed, threshold, window: int, op: str, pooled)
     return jax.vmap(sums)(threshold) if threshold.ndim == 1 else sums(threshold)
 
 
-def fss(forecast, observed, threshold, window: int, op: str = ">=", axis: Axis = None) -> Array:
+def fss(forecast, observed, /, *, threshold, window: int, op: str = ">=", axis: Axis = None):
     """Fractions skill score in [0, 1] (arguments as ``fss_sums``)."""
-    return fss_sums(forecast, observed, threshold, window, op, axis).fss()
+    stats = fss_sums(forecast, observed, threshold=threshold, window=window, op=op, axis=axis)
+    return stats.fss()

@@ -19,7 +19,7 @@ from climml.errors import ConfigError, DataError, expected
 from climml.metrics._masking import as_float
 
 
-def radial_psd(field: ArrayLike, spacing: float = 1.0) -> tuple[Array, Array]:
+def radial_psd(field: ArrayLike, /, *, spacing: float = 1.0) -> tuple[Array, Array]:
     """Radially averaged power spectrum of the last two axes.
 
     Args:

@@ -123,7 +123,7 @@ def test_higher_is_better_flips_the_sign_of_importance(data):
 CLIMML_SCORES = {
     "rmse": (predict_mean, lambda p, t: metrics.rmse(p, t), lambda y: y, False),
     "roc_auc": (predict_mean, lambda p, t: metrics.roc_auc(p, t), lambda y: y > 0.5, True),
-    "csi": (predict_mean, lambda p, t: metrics.csi(p, t, 1.0), lambda y: y, True),
+    "csi": (predict_mean, lambda p, t: metrics.csi(p, t, threshold=1.0), lambda y: y, True),
     "crps": (
         predict_members,
         lambda p, t: jnp.mean(metrics.crps_ensemble(p, t)),

@@ -163,10 +163,10 @@ def test_statistics_summed_across_devices_equal_one_shot(pair):
     shard = NamedSharding(mesh, P("d"))
 
     def local(f, o):
-        stats = (cm.error_sums(f, o, axis=0), cm.contingency(f, o, 0.0, axis=0))
+        stats = (cm.error_sums(f, o, axis=0), cm.contingency(f, o, threshold=0.0, axis=0))
         return jax.tree.map(lambda x: jax.lax.psum(x, "d"), stats)
 
     summed = jax.jit(jax.shard_map(local, mesh=mesh, in_specs=(P("d"), P("d")), out_specs=P()))
     errors, table = summed(jax.device_put(f, shard), jax.device_put(o, shard))
     np.testing.assert_allclose(errors.rmse(), cm.rmse(f, o, axis=0), rtol=1e-5)
-    np.testing.assert_array_equal(table.hits, cm.contingency(f, o, 0.0, axis=0).hits)
+    np.testing.assert_array_equal(table.hits, cm.contingency(f, o, threshold=0.0, axis=0).hits)

@@ -147,7 +147,7 @@ def test_pooled_crps_matches_pooling_by_reshape():
     rng = np.random.default_rng(5)
     f = rng.gamma(0.5, 2.0, size=(2, 8, 12, 6)).astype(np.float32)
     o = rng.gamma(0.5, 2.0, size=(2, 8, 12)).astype(np.float32)
-    np.testing.assert_allclose(cm.pooled_crps(f, o, 1), cm.crps_ensemble(f, o), rtol=1e-6)
+    np.testing.assert_allclose(cm.pooled_crps(f, o, scale=1), cm.crps_ensemble(f, o), rtol=1e-6)
     f_blocks = f.reshape(2, 2, 4, 3, 4, 6)
     o_blocks = o.reshape(2, 2, 4, 3, 4)
     for pool, reduce in [("avg", np.mean), ("max", np.max)]:
@@ -157,11 +157,11 @@ def test_pooled_crps_matches_pooling_by_reshape():
             estimator="nrg",
             backend="numpy",
         )
-        np.testing.assert_allclose(cm.pooled_crps(f, o, 4, pool=pool), want, rtol=1e-5)
-    overlapping = cm.pooled_crps(f, o, 4, stride=2)
+        np.testing.assert_allclose(cm.pooled_crps(f, o, scale=4, pool=pool), want, rtol=1e-5)
+    overlapping = cm.pooled_crps(f, o, scale=4, stride=2)
     assert overlapping.shape == (2, 3, 5)
     o[0, 0, 0] = np.nan
-    pooled = np.asarray(cm.pooled_crps(f, o, 4))
+    pooled = np.asarray(cm.pooled_crps(f, o, scale=4))
     assert np.isnan(pooled[0, 0, 0]) and not np.isnan(pooled[0, 0, 1])
 
 
@@ -172,9 +172,9 @@ def test_bad_arguments_raise_named_errors(ensemble):
     with pytest.raises(DataError, match="observed.shape"):
         cm.crps_ensemble(f, o[:5, :3])
     with pytest.raises(ConfigError, match="pool"):
-        cm.pooled_crps(f, o, 2, pool="median")
+        cm.pooled_crps(f, o, scale=2, pool="median")
     with pytest.raises(ConfigError, match="scale"):
-        cm.pooled_crps(f, o, 0)
+        cm.pooled_crps(f, o, scale=0)
 
 
 @pytest.mark.parametrize("fair", [False, True])

@@ -115,8 +115,8 @@ def test_histograms_accumulate_across_batches():
     scores, labels = _cases(7)
     probs = (1 / (1 + np.exp(-scores))).astype(np.float32)
     halves = [slice(0, 30), slice(30, 80)]
-    total = cm.roc_histogram(probs[:, halves[0]], labels[:, halves[0]], 20, axis=1)
-    total = total + cm.roc_histogram(probs[:, halves[1]], labels[:, halves[1]], 20, axis=1)
+    total = cm.roc_histogram(probs[:, halves[0]], labels[:, halves[0]], bins=20, axis=1)
+    total = total + cm.roc_histogram(probs[:, halves[1]], labels[:, halves[1]], bins=20, axis=1)
     np.testing.assert_allclose(total.auc(), auc(probs, labels, axis=1, bins=20), atol=1e-6)
 
 
@@ -130,7 +130,7 @@ def test_roc_curve_matches_sklearn():
     np.testing.assert_allclose(tpr, sk_tpr, atol=1e-6)
     np.testing.assert_array_equal(np.asarray(thr)[1:], sk_thr[1:])
     # The fixed-threshold (jittable) mode evaluates the same curve at given thresholds.
-    fixed_fpr, fixed_tpr, _ = jax.jit(cm.roc_curve)(s, y, w, thresholds=sk_thr[1:])
+    fixed_fpr, fixed_tpr, _ = jax.jit(cm.roc_curve)(s, y, weights=w, thresholds=sk_thr[1:])
     np.testing.assert_allclose(fixed_fpr, sk_fpr[1:], atol=1e-6)
     np.testing.assert_allclose(fixed_tpr, sk_tpr[1:], atol=1e-6)
     # The AUC of the exact curve by the trapezoid rule is the AUC.

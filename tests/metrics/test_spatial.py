@@ -38,29 +38,33 @@ def test_neighbourhood_fraction_matches_scipy(window):
 @pytest.mark.parametrize("window", [1, 4, 5])
 def test_fss_matches_reference(fields, window):
     f, o = fields
-    got = cm.fss(f, o, 1.0, window, axis=())
+    got = cm.fss(f, o, threshold=1.0, window=window, axis=())
     want = [_reference_fss(f[i], o[i], 1.0, window) for i in range(3)]
     np.testing.assert_allclose(got, want, rtol=1e-5)
 
 
 def test_fss_invariants(fields):
     f, o = fields
-    np.testing.assert_allclose(cm.fss(o, o, 1.0, 3), 1.0)
-    scores = [float(cm.fss(f, o, 1.0, w)) for w in (1, 3, 9, 21)]
+    np.testing.assert_allclose(cm.fss(o, o, threshold=1.0, window=3), 1.0)
+    scores = [float(cm.fss(f, o, threshold=1.0, window=w)) for w in (1, 3, 9, 21)]
     assert scores == sorted(scores)  # a displaced forecast gains skill at larger scales
-    assert np.isnan(cm.fss(np.zeros((4, 4)), np.zeros((4, 4)), 1.0, 3))  # no events anywhere
+    assert np.isnan(cm.fss(np.zeros((4, 4)), np.zeros((4, 4)), threshold=1.0, window=3))  # no events anywhere
 
 
 def test_thresholds_vmap_and_pooled_sums_accumulate(fields):
     f, o = fields
     thresholds = np.array([0.5, 1.0, 3.0], np.float32)
-    many = cm.fss(f, o, thresholds, 3)
-    np.testing.assert_allclose(many, [cm.fss(f, o, t, 3) for t in thresholds], rtol=1e-6)
-    per_field = [cm.fss_sums(f[i], o[i], 1.0, 3) for i in range(3)]
+    many = cm.fss(f, o, threshold=thresholds, window=3)
+    np.testing.assert_allclose(
+        many, [cm.fss(f, o, threshold=t, window=3) for t in thresholds], rtol=1e-6
+    )
+    per_field = [cm.fss_sums(f[i], o[i], threshold=1.0, window=3) for i in range(3)]
     pooled = functools.reduce(operator.add, per_field)  # float32 sums in another order
-    np.testing.assert_allclose(pooled.fss(), cm.fss(f, o, 1.0, 3), rtol=1e-5)
+    np.testing.assert_allclose(pooled.fss(), cm.fss(f, o, threshold=1.0, window=3), rtol=1e-5)
     jitted = jax.jit(cm.fss, static_argnames=("window", "op", "axis"))
-    np.testing.assert_allclose(jitted(f, o, 1.0, window=3), cm.fss(f, o, 1.0, 3), rtol=1e-6)
+    np.testing.assert_allclose(
+        jitted(f, o, threshold=1.0, window=3), cm.fss(f, o, threshold=1.0, window=3), rtol=1e-6
+    )
 
 
 def test_nan_cells_are_non_events_left_out_of_the_sums(fields):
@@ -73,14 +77,14 @@ def test_nan_cells_are_non_events_left_out_of_the_sums(fields):
     p_o = uniform_filter((np.nan_to_num(o) >= 1.0) * keep * 1.0, size=window, mode="constant")
     d = np.sum(((p_f - p_o) ** 2)[keep])
     want = 1 - d / (np.sum(p_f[keep] ** 2) + np.sum(p_o[keep] ** 2))
-    np.testing.assert_allclose(cm.fss(f, o, 1.0, window), want, rtol=1e-5)
+    np.testing.assert_allclose(cm.fss(f, o, threshold=1.0, window=window), want, rtol=1e-5)
 
 
 def test_bad_arguments_raise_named_errors(fields):
     f, o = fields
     with pytest.raises(ConfigError, match="window"):
-        cm.fss(f, o, 1.0, 0)
+        cm.fss(f, o, threshold=1.0, window=0)
     with pytest.raises(ConfigError, match="op"):
-        cm.fss(f, o, 1.0, 3, op="=")
+        cm.fss(f, o, threshold=1.0, window=3, op="=")
     with pytest.raises(DataError, match="shape"):
-        cm.fss(np.ones(5), np.ones(5), 1.0, 3)
+        cm.fss(np.ones(5), np.ones(5), threshold=1.0, window=3)
