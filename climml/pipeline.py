@@ -9,6 +9,7 @@ different experiment.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import tempfile
@@ -23,10 +24,22 @@ from flax import nnx
 
 from climml import config as config_mod
 from climml import data as cdata
-from climml import models
+from climml import models, native
 from climml.config import Config
 from climml.errors import ConfigError, expected
 from climml.train.loop import FitResult, fit, load_best
+
+
+def _native_switch(stage):
+    """``stage(cfg, ...)`` with the native LSTM kernel asked for when ``cfg.train.native_lstm``:
+    the stage traces its models inside, and the kernel is chosen at trace time."""
+
+    @functools.wraps(stage)
+    def run_stage(cfg: Config, *args, **kwargs):
+        with native.enabled(cfg.train.native_lstm):
+            return stage(cfg, *args, **kwargs)
+
+    return run_stage
 
 
 @dataclass
@@ -91,6 +104,7 @@ def prepare(cfg: Config) -> Experiment:
         raise ConfigError(expected("data.splits", "a 'train' split", sorted(d.splits)))
     used = list(dict.fromkeys([*d.inputs, d.target]))
     raw = cdata.conform(cdata.load_source(d.source, **dict(d.source_args)), used, ("time",))
+    tasks.get(cfg.eval.task).check_data(cfg, raw)  # e.g. a latitude for area weighting
     anchors = cdata.split_anchors(
         raw.indexes["time"],
         dict(d.splits),
@@ -122,6 +136,7 @@ def build_model(exp: Experiment) -> nnx.Module:
     return models.build(exp.cfg.model, exp.spec, nnx.Rngs(params=seed, dropout=seed + 1))
 
 
+@_native_switch
 def train(cfg: Config, workdir: str | Path, exp: Experiment | None = None) -> FitResult:
     """Train (or resume training) into ``workdir``; writes config, normalizer and history."""
     exp = exp or prepare(cfg)
@@ -175,6 +190,7 @@ class TrainedModel:
         return lambda x: self._predict(self.params, self.rest, x)
 
 
+@_native_switch
 def evaluate(cfg: Config, workdir: str | Path, exp: Experiment | None = None) -> dict:
     """Score the trained model and baselines on ``cfg.eval.split``; writes metrics.json etc."""
     from climml import tasks
@@ -186,6 +202,7 @@ def evaluate(cfg: Config, workdir: str | Path, exp: Experiment | None = None) ->
     return metrics
 
 
+@_native_switch
 def explain(cfg: Config, workdir: str | Path, exp: Experiment | None = None) -> dict:
     """Permutation importance of a trained run's input channels (+ saliency maps if gridded).
 
@@ -292,6 +309,7 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
 
 
+@_native_switch
 def predict(
     cfg: Config, workdir: str | Path, *, split: str = "test", output: str | Path | None = None
 ) -> Path:

@@ -1,7 +1,8 @@
 """An LSTM layer whose recurrence runs in climml's C++ CPU kernel (:mod:`climml.native`).
 
-Same equations, weights, masks and outputs as the XLA path in :mod:`climml.models._recurrence`
-(which picks this one when :func:`climml.native.lstm_supported`), and the same memory policy:
+Same equations, weights, masks and outputs (to float rounding) as the XLA path in
+:mod:`climml.models._recurrence`, which picks this one when the kernel is asked for and
+:func:`climml.native.lstm_supported`, and the same memory policy:
 
 * a sequence whose gates fit the plan's keep limit runs forward once, keeping every step's gate
   activations, and backward once;

@@ -30,12 +30,14 @@ On CPU this is faster as well as smaller: XLA:CPU allocates a program's temporar
 call, and tens of megabytes of fresh pages cost more in page faults than the recomputation
 (benchmarks/RESULTS.md).
 
-On CPU, a float32 LSTM layer whose hidden size is a multiple of 16 runs in climml's C++ kernel
-instead (:mod:`climml.models._native_lstm`, ``climml/native/lstm_cpu.cc``), under the same plan
-(keep, or chunks recomputed in the backward pass): same equations and gradients, but each step is
-one fused pass per tile of batch rows, with the rows split across XLA's threads. XLA:CPU runs a
-scan body one small op at a time on one core, which the kernel avoids; ``CLIMML_NATIVE=0`` (or
-:func:`climml.native.disabled`) selects the XLA path to compare.
+Opt-in (``CLIMML_NATIVE=1``, ``train.native_lstm: true`` or :func:`climml.native.enabled`), a
+float32 LSTM layer whose hidden size is a multiple of 16 runs on CPU in climml's C++ kernel instead
+(:mod:`climml.models._native_lstm`, ``climml/native/lstm_cpu.cc``), under the same plan (keep, or
+chunks recomputed in the backward pass): same equations and gradients, but each step is one fused
+pass per tile of batch rows, with the rows split across XLA's threads. XLA:CPU runs a scan body
+one small op at a time on one core, which the kernel avoids (about 2x faster training,
+benchmarks/RESULTS.md). The XLA path here is the default because it gives the same numbers on
+every machine; the kernel's differ from it by float rounding (~1e-6).
 
 Sequences of different lengths are padded to a common ``T`` and described by a mask: at a padded
 step the state is carried unchanged and the output is zero, so padding never changes what the

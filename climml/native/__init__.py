@@ -1,16 +1,27 @@
-"""Native CPU kernels (C++ through the XLA FFI) for the hot loops XLA:CPU runs slowly.
+"""Native CPU kernels (C++ through the XLA FFI) for the hot loops XLA:CPU runs slowly: opt-in.
 
 Only the LSTM recurrence for now (:func:`lstm_forward`, :func:`lstm_backward`); see
-``lstm_cpu.cc`` for why and how. :func:`lstm_supported` says whether a layer can use them: float32,
-hidden size a multiple of 16, traced for the CPU backend, and a C++ compiler on the machine
-(:mod:`climml.native.build`). Everything else uses the XLA path. With several devices a batch
-sharded over them stays sharded: each device runs the kernel on its own rows
-(:mod:`climml.native._partition`).
+``lstm_cpu.cc`` for why and how. The default everywhere is the pure-XLA path, which gives the same
+numbers on every machine; the kernel's differ from it by rounding (~1e-6) and it is compiled on
+the machine that runs it, so it is used only when asked for: ``CLIMML_NATIVE=1`` for a process,
+``train.native_lstm: true`` for a configured run (the pipeline enters :func:`enabled`), or
+:func:`enabled` around the code that traces a model. ``CLIMML_NATIVE=0`` or :func:`disabled`
+turns it off again; the innermost block wins over the environment.
+
+:func:`lstm_supported` says whether a layer traced now uses the kernel: asked for, float32, hidden
+size a multiple of 16, traced for the CPU backend, and the kernel built for this CPU
+(:mod:`climml.native.build`: x86-64 with AVX2 or AVX-512, and a C++ compiler). When it is asked
+for but the machine cannot serve it, one warning per process gives the reason and every layer uses
+the XLA path. The choice is made when a function is traced: a jitted function already traced
+keeps the path it was traced with. With several devices a batch sharded over them stays sharded:
+each device runs the kernel on its own rows (:mod:`climml.native._partition`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import warnings
 from collections.abc import Iterator
 
 import jax
@@ -22,30 +33,71 @@ from climml.native._partition import batch_partitioned, looped
 
 LANES = 16
 
-_disabled = 0
+ENV = "CLIMML_NATIVE"
+
+_choices: list[bool] = []  # open enabled() / disabled() blocks, innermost last
+_warned = False
+
+
+def requested() -> bool:
+    """Whether the kernels are asked for: the innermost open block, else ``CLIMML_NATIVE``."""
+    if _choices:
+        return _choices[-1]
+    value = os.environ.get(ENV, "0").strip()
+    if value not in ("", "0", "1"):
+        raise ConfigError(expected(ENV, "0 (XLA path, the default) or 1 (native kernel)", value))
+    return value == "1"
 
 
 @contextlib.contextmanager
-def disabled() -> Iterator[None]:
-    """Layers traced inside this block use the XLA path (to compare the two in one process;
-    ``CLIMML_NATIVE=0`` does the same for a whole process)."""
-    global _disabled
-    _disabled += 1
+def _choose(use: bool) -> Iterator[None]:
+    _choices.append(use)
     try:
         yield
     finally:
-        _disabled -= 1
+        _choices.pop()
+
+
+def enabled(when: bool = True) -> contextlib.AbstractContextManager[None]:
+    """Layers traced inside this block use the kernel where :func:`lstm_supported`.
+
+    ``when=False`` changes nothing, so ``enabled(cfg.train.native_lstm)`` leaves a run without the
+    switch to ``CLIMML_NATIVE``.
+    """
+    return _choose(True) if when else contextlib.nullcontext()
+
+
+def disabled() -> contextlib.AbstractContextManager[None]:
+    """Layers traced inside this block use the XLA path (to compare the two in one process)."""
+    return _choose(False)
+
+
+def _decline(reason: str | None) -> bool:
+    """Warn, once per process, that the kernel was asked for and cannot be had; False."""
+    global _warned
+    if not _warned:
+        _warned = True
+        warnings.warn(
+            f"climml: the native LSTM kernel was requested but {reason}; using the XLA path",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+    return False
 
 
 def lstm_supported(dtype, hidden: int) -> bool:
-    """True when a float32 LSTM layer of ``hidden`` units traced now can run natively."""
-    return (
-        not _disabled
-        and jnp.dtype(dtype) == jnp.float32
-        and hidden % LANES == 0
-        and jax.default_backend() == "cpu"
-        and build.load()
-    )
+    """True when a ``dtype`` LSTM layer of ``hidden`` units traced now runs in the kernel.
+
+    Layers that are not float32 or whose hidden size is not a multiple of 16 use the XLA path
+    silently (a property of the layer, not of the machine).
+    """
+    if not requested() or jnp.dtype(dtype) != jnp.float32 or hidden % LANES:
+        return False
+    if jax.default_backend() != "cpu":
+        return _decline(f"it runs on CPU only (JAX's backend is {jax.default_backend()})")
+    if not build.load():
+        return _decline(build.reason)
+    return True
 
 
 def _require() -> None:

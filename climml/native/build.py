@@ -1,14 +1,22 @@
-"""Compile climml's C++ CPU kernels on first use, cache the library, register its XLA FFI targets.
+"""Compile climml's C++ CPU kernels on demand, cache the library, register its XLA FFI targets.
 
-The kernels are plain C++17/20 against the XLA FFI header that ships inside ``jaxlib``, so the
-only build requirement is a C++ compiler (``$CXX``, else ``c++`` / ``g++`` / ``clang++``). The
-library is built for the machine it runs on (``-march=native``) into ``$CLIMML_CACHE`` (default
-``~/.cache/climml``) under a name that hashes the source, the flags, the compiler and jaxlib's
-version, so a change to any of them rebuilds it. It is written to a temporary file and renamed, so
-concurrent first uses and interrupted builds never leave a half-written library behind.
+Nothing here runs unless the kernels are asked for (:mod:`climml.native`: ``CLIMML_NATIVE=1`` or
+``train.native_lstm: true``); the default is the pure-XLA path. The kernels are plain C++20
+against the XLA FFI header that ships inside ``jaxlib``, so the only build requirement is a C++
+compiler (``$CXX``, else ``c++`` / ``g++`` / ``clang++``).
 
-Without a compiler, or with ``CLIMML_NATIVE=0``, :func:`load` returns ``None`` and callers use
-their pure-XLA path; the reason is kept in :data:`reason`.
+The library is built for an explicit instruction set chosen from the CPU's features
+(:func:`isa_flags`: AVX-512 or AVX2 with FMA on x86-64), not ``-march=native``, so every machine
+with the same features runs the same code. Other CPUs (SSE-only x86-64, aarch64) are declined:
+the source compiles there but is neither tuned nor tested. The library goes into
+``$CLIMML_CACHE`` (default ``~/.cache/climml``) under a name that hashes the source, the flags,
+the compiler and jaxlib's version, so a change to any of them rebuilds it and a cache shared
+between machines hands each the library for its own instruction set. It is written to a
+temporary file and renamed, so concurrent first uses and interrupted builds never leave a
+half-written library behind.
+
+:func:`load` returns False when the kernels cannot be had here, with the reason in
+:data:`reason`; callers then use their XLA path.
 """
 
 from __future__ import annotations
@@ -21,15 +29,20 @@ import shutil
 import subprocess
 import tempfile
 import threading
-import warnings
 from pathlib import Path
 
 import jax
 import jaxlib
 
 SOURCE = Path(__file__).with_name("lstm_cpu.cc")
-FLAGS = ("-O3", "-march=native", "-std=c++20", "-shared", "-fPIC", "-pthread")
+FLAGS = ("-O3", "-std=c++20", "-shared", "-fPIC", "-pthread")
+"""Compiler flags besides the instruction set (:func:`isa_flags`)."""
+
 TARGETS = {"climml_lstm_forward": "ClimmlLstmForward", "climml_lstm_backward": "ClimmlLstmBackward"}
+
+# -mavx512f implies AVX2 and FMA to the compiler; they are listed for the reader.
+_AVX512 = ("-mavx2", "-mfma", "-mavx512f")
+_AVX2 = ("-mavx2", "-mfma")
 
 reason: str | None = None
 """Why the native kernels are unavailable (``None`` while they are, or before :func:`load`)."""
@@ -51,40 +64,55 @@ def _cache_dir() -> Path:
     return Path(root) / "native"
 
 
-def _cpu_features() -> str:
-    """What ``-march=native`` depends on, so that a cache shared between machines (a network
-    home directory) never hands one CPU a library built for another's instruction set."""
+def _cpu_flags() -> set[str]:
+    """The CPU's feature names as Linux reports them (empty where ``/proc/cpuinfo`` is absent)."""
     try:
         with open("/proc/cpuinfo") as info:
-            return next((line for line in info if line.startswith("flags")), "")
+            line = next((line for line in info if line.startswith("flags")), "")
     except OSError:
-        return platform.processor() or platform.machine()
+        return set()
+    return set(line.partition(":")[2].split())
 
 
-def _library_path(compiler: str) -> Path:
+def isa_flags() -> tuple[str, ...] | str:
+    """The instruction-set flags to build with, or why this CPU is declined.
+
+    AVX-512 where the CPU has it (one 16-float vector per register), else AVX2 with FMA (two
+    registers per vector). Both builds compute the same floats: the same operations, FMA
+    contraction in both.
+    """
+    machine = platform.machine().lower()
+    if machine not in ("x86_64", "amd64"):
+        return f"the kernel is built for x86-64 CPUs only (this one is {machine or 'unknown'})"
+    flags = _cpu_flags()
+    if {"avx512f", "avx2", "fma"} <= flags:
+        return _AVX512
+    if {"avx2", "fma"} <= flags:
+        return _AVX2
+    return "the CPU lacks AVX2 and FMA (x86-64-v3), which the kernel needs"
+
+
+def _library_path(compiler: str, flags: tuple[str, ...]) -> Path:
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True).stdout
     key = hashlib.sha256()
-    for part in (
-        SOURCE.read_bytes(),
-        " ".join(FLAGS),
-        version,
-        jaxlib.__version__,
-        _cpu_features(),
-    ):
+    for part in (SOURCE.read_bytes(), " ".join(flags), version, jaxlib.__version__):
         key.update(part if isinstance(part, bytes) else part.encode())
     return _cache_dir() / f"climml_native_{key.hexdigest()[:16]}.so"
 
 
-def _compile(compiler: str, target: Path) -> None:
+def _compile(compiler: str, flags: tuple[str, ...], target: Path) -> None:
     """Build the library into ``target`` atomically; raises ``RuntimeError`` with g++'s output."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)
     try:
-        cmd = [compiler, *FLAGS, f"-I{jax.ffi.include_dir()}", str(SOURCE), "-o", tmp]
+        cmd = [compiler, *flags, f"-I{jax.ffi.include_dir()}", str(SOURCE), "-o", tmp]
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0:
-            raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr[-2000:]}")
+            # The first errors name the cause; the whole log can run to hundreds of lines.
+            errors = [line for line in done.stderr.splitlines() if "error" in line]
+            message = "; ".join(errors[:3]) or done.stderr.strip()[-1000:]
+            raise RuntimeError(f"{' '.join(cmd)} failed: {message}")
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
@@ -104,21 +132,22 @@ def _load() -> bool:
     if _loaded is not None:  # another thread finished while this one waited
         return _loaded
     _loaded = False
-    if os.environ.get("CLIMML_NATIVE", "1") == "0":
-        reason = "disabled by CLIMML_NATIVE=0"
+    isa = isa_flags()
+    if isinstance(isa, str):
+        reason = isa
         return False
     compiler = _compiler()
     if compiler is None:
         reason = "no C++ compiler found (set CXX)"
         return False
+    flags = (*FLAGS, *isa)
     try:
-        path = _library_path(compiler)
+        path = _library_path(compiler, flags)
         if not path.exists():
-            _compile(compiler, path)
+            _compile(compiler, flags, path)
         library = ctypes.cdll.LoadLibrary(str(path))
     except (OSError, RuntimeError) as error:
-        reason = f"native kernels failed to build: {error}"
-        warnings.warn(f"climml: {reason}; using the XLA path", RuntimeWarning, stacklevel=2)
+        reason = f"the kernel failed to build: {error}"
         return False
     if not _registered:
         for target, symbol in TARGETS.items():

@@ -53,8 +53,24 @@ inline void store(float* p, vec v) { std::memcpy(p, &v, sizeof v); }
 inline vec splat(float x) { return vec{} + x; }
 
 // Keeps loaded vectors in registers: without this GCC re-reads each one from memory as an FMA
-// operand for every row of a tile, and the loads, not the FMAs, set the pace.
+// operand for every row of a tile, and the loads, not the FMAs, set the pace. An empty asm that
+// claims to modify a register operand needs the value to fit one: a whole vector with AVX-512
+// (zmm), each 8-float half with AVX2 (ymm). Elsewhere (SSE-only x86, aarch64: build.py does not
+// build for them) it does nothing, which costs speed only.
+#if defined(__AVX512F__)
 inline void in_register(vec& v) { asm volatile("" : "+v"(v)); }
+#elif defined(__AVX__)
+typedef float half_vec __attribute__((vector_size(32)));
+
+inline void in_register(vec& v) {
+  half_vec lo = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7);
+  half_vec hi = __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
+  asm volatile("" : "+x"(lo), "+x"(hi));
+  v = __builtin_shufflevector(lo, hi, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+}
+#else
+inline void in_register(vec&) {}
+#endif
 
 template <typename... V>
 inline void in_registers(V&... v) {

@@ -3,8 +3,9 @@
 Scores the reconstruction like a regression forecast (``eval.metrics`` per lead, against the
 ``eval.baselines``; see :mod:`climml.tasks.regression`). ``predictions.zarr`` holds, in the
 target's physical units, the reconstruction, the baselines, ``observed``, the per-pixel squared
-error ``error`` (the anomaly map) and its spatial mean ``anomaly_score`` per sample;
-``reconstruction_map.png`` shows input / reconstruction / error for the most anomalous sample.
+error ``error`` (the anomaly map) and its area-weighted spatial mean ``anomaly_score`` per
+sample; ``reconstruction_map.png`` shows input / reconstruction / error for the most anomalous
+sample.
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import xarray as xr
 
-from climml.tasks import regression
+from climml.tasks import metric_specs, regression
 
 check = regression.check  # same metric and baseline names as regression
+check_data = regression.check_data
 predict = regression.predict  # reconstructions are fields in the target's physical units
 
 
@@ -27,7 +30,12 @@ def evaluate(exp: Any, model: Any, workdir: Path) -> dict:
     space = [d for d in ds["observed"].dims if d not in ("time", "lead")]
     ds["error"] = np.square(ds[model.name] - ds["observed"])
     ds["error"].attrs["description"] = "squared reconstruction error (anomaly map)"
-    ds["anomaly_score"] = ds["error"].mean(space)
+    weights = metric_specs.grid_weights(cfg, exp.raw[cfg.data.target])
+    if weights is None:
+        ds["anomaly_score"] = ds["error"].mean(space)
+    else:  # the area-weighted mean, as the scores
+        grid = xr.DataArray(np.broadcast_to(weights, ds["error"].shape[2:]), dims=space)
+        ds["anomaly_score"] = ds["error"].weighted(grid).mean(space)
     if cfg.output.save_predictions:
         ds.to_zarr(workdir / "predictions.zarr", mode="w")
     if cfg.output.plots and len(space) == 2:

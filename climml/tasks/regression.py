@@ -2,39 +2,76 @@
 
 Writes ``predictions.zarr`` (dims ``time`` = initialization time, ``lead``, target dims; one
 variable per predictor plus ``observed``, in the target's physical units) and
-``skill_by_lead.png``; returns ``{"<predictor>": {"<metric>": {"<lead>": value}}}``.
-Scores use anomalies (the normalizer's mean, or monthly climatology, removed), which is what the
-anomaly correlation needs and leaves RMSE/MAE unchanged.
+``skill_by_lead.png``; returns ``{"<predictor>": {"<metric>": {"<lead>": value}}}`` for the
+``eval.metrics`` entries (see :mod:`climml.tasks.metric_specs`).
+
+Verification as WeatherBench 2 does it. Gridded targets are weighted by latitude
+(``eval.area_weighting``, default ``cell_area``); at each lead:
+
+* RMSE: ``sqrt`` of the mean over forecast times of the spatially weighted MSE; MAE and bias:
+  the mean over times of the spatially weighted means.
+* ACC: the spatially weighted (uncentred) anomaly correlation per time, then the mean over
+  times; for a point target (one value per time) the correlation of the anomalies over times.
+* correlation: Pearson correlation pooled over times and grid points (area-weighted).
+* categorical scores and AUC: one area-weighted contingency table / ROC over all times and
+  points; FSS: pooled over times (neighbourhoods in grid cells, not weighted).
+
+Continuous scores use anomalies (the normalizer's mean, or monthly climatology, removed), which
+is what the anomaly correlation needs and leaves RMSE/MAE unchanged; thresholded scores use the
+physical values, so thresholds are in the target's units. Times with no valid point are left
+out of the time means.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 
 from climml import metrics as cm_metrics
+from climml.errors import ConfigError, expected
+from climml.metrics.categorical import COMPARISONS
 from climml.models.linear import check_baseline, make_baseline
-from climml.tasks._check import check_names
+from climml.tasks import metric_specs
 from climml.tasks._collect import collect
+from climml.tasks.metric_specs import CATEGORICAL, MetricSpec, Score, threshold_key
 
-SCORES: dict[str, Callable[..., Any]] = {
-    "rmse": cm_metrics.rmse,
-    "mae": cm_metrics.mae,
-    "bias": cm_metrics.bias,
-    "acc": cm_metrics.acc,
-    "correlation": cm_metrics.correlation,
+_SEGMENTATION = "a segmentation score; for thresholded events use csi, pod, far or auc"
+SUPPORTED: dict[str, str | None] = {
+    **dict.fromkeys(("rmse", "mae", "bias", "correlation", "acc"), None),
+    **dict.fromkeys(CATEGORICAL, None),
+    "auc": None,
+    "fss": None,
+    "bootstrap": None,
+    "brier": "it needs probability forecasts; task 'segmentation' scores class probabilities",
+    "crps": "it needs ensemble members; regression models forecast one value per point",
+    **dict.fromkeys(
+        ("iou", "mean_iou", "precision", "recall", "accuracy", "confusion_matrix"), _SEGMENTATION
+    ),
 }
 
 
 def check(cfg: Any) -> None:
-    """Reject unknown metric or baseline names before any training starts."""
-    check_names("eval.metrics", cfg.eval.metrics, sorted(SCORES))
+    """Reject unknown or inapplicable metrics and unknown baselines before any training."""
+    metric_specs.check(cfg, SUPPORTED, thresholds=(*CATEGORICAL, "auc"))
     for name in cfg.eval.baselines:
         check_baseline(name, cfg.data.input_steps)
+
+
+def check_data(cfg: Any, raw: xr.Dataset) -> None:
+    """Checks that need the data: a latitude to weight by, a 2-D grid for FSS."""
+    target = raw[cfg.data.target]
+    metric_specs.grid_weights(cfg, target)
+    space = [d for d in target.dims if d != "time"]
+    for spec in metric_specs.parse(cfg.eval.metrics):
+        if spec.name == "fss" and len(space) != 2:
+            want = f"a target on a 2-D grid (data.target {cfg.data.target!r} has dims {space})"
+            raise ConfigError(expected(f"{spec.path}.fss", want, "another shape"))
 
 
 def evaluate(exp: Any, model: Any, workdir: Path) -> dict:
@@ -58,24 +95,28 @@ def forecast_and_score(exp: Any, model: Any) -> tuple[xr.Dataset, dict]:
     cfg = exp.cfg
     train = exp.loader("train")
     predictors = [model] + [
-        make_baseline(name, exp.spec, cfg.data.leads).fit(train.epoch(0))  # a fresh pass each
+        make_baseline(name, exp.spec, cfg.data.leads, time=exp.time).fit(train.epoch(0))
         for name in cfg.eval.baselines
     ]
     outputs = collect(exp.loader(cfg.eval.split), {p.name: p.predict for p in predictors})
     target = cfg.data.target
     observed = np.where(outputs["valid"] > 0, outputs["observed"], np.nan)
-    obs_anom = exp.normalizer.invert(observed, target, add_mean=False)
-    scores = {
-        p.name: score_by_lead(
-            exp.normalizer.invert(outputs[p.name], target, add_mean=False),
-            obs_anom,
-            cfg.data.leads,
-            cfg.eval.metrics,
-        )
-        for p in predictors
-    }
     arrays = {p.name: outputs[p.name] for p in predictors} | {"observed": observed}
-    return to_dataset(exp, arrays, outputs["anchor"]), scores
+    ds = to_dataset(exp, arrays, outputs["anchor"])
+    specs = metric_specs.parse(cfg.eval.metrics)
+    weights = metric_specs.grid_weights(cfg, exp.raw[target])
+    scores = lead_scores(specs, observed.ndim - 2, weights)
+    scorer = metric_specs.Scorer(scores, specs, cfg.seed)  # compiled once for all predictors
+    obs_anom = exp.normalizer.invert(observed, target, add_mean=False)
+    scores = {}
+    for p in predictors:
+        anomalies = exp.normalizer.invert(outputs[p.name], target, add_mean=False)
+        arrays = {
+            "anomalies": (anomalies, obs_anom),
+            "values": (ds[p.name].values, ds["observed"].values),
+        }
+        scores[p.name] = score_by_lead(scorer, arrays, cfg.data.leads)
+    return ds, scores
 
 
 def predict(exp: Any, model: Any, split: str) -> xr.Dataset:
@@ -85,16 +126,114 @@ def predict(exp: Any, model: Any, split: str) -> xr.Dataset:
 
 
 def score_by_lead(
-    forecast: np.ndarray, observed: np.ndarray, leads: Sequence[int], names: Sequence[str]
+    scorer: metric_specs.Scorer,
+    arrays: dict[str, tuple[np.ndarray, np.ndarray]],
+    leads: Sequence[int],
 ) -> dict[str, dict[str, float]]:
-    """``{metric: {lead: value}}``; each score pools samples (and grid points) of one lead."""
-    return {
-        name: {
-            str(lead): float(SCORES[name](forecast[:, i], observed[:, i], axis=None))
-            for i, lead in enumerate(leads)
-        }
-        for name in names
-    }
+    """``{metric: {lead: value}}`` of the ``lead_scores`` in ``scorer`` at each lead.
+
+    ``arrays`` holds ``(forecast, observed)`` pairs of shape ``(N, L, *grid)`` (NaN = missing):
+    ``"anomalies"`` for the continuous scores, ``"values"`` (physical) for thresholded ones.
+    """
+    out: dict[str, dict[str, float]] = {}
+    for i, lead in enumerate(leads):
+        at_lead = {kind: tuple(a[:, i] for a in pair) for kind, pair in arrays.items()}
+        for metric, values in scorer(at_lead).items():
+            out.setdefault(metric, {})[str(lead)] = values[""]
+    return out
+
+
+def lead_scores(
+    specs: Sequence[MetricSpec], ndim_space: int, weights: np.ndarray | None
+) -> list[Score]:
+    """The ``Score`` of each spec at a lead: pure functions of ``(forecast, observed)`` arrays
+    ``(N, *grid)``, vectors with one value per metric key (inner keys ``""``: the lead).
+
+    ``weights`` broadcast against ``grid`` (None: equal)."""
+    lead = ""
+    space = tuple(range(1, 1 + ndim_space))  # the grid axes of (N, *grid)
+    w = None if weights is None else jnp.asarray(weights)
+    scores = []
+    for spec in specs:
+        name, p = spec.name, spec.params
+        if name in ("rmse", "mae", "bias"):
+            fn = _time_mean_error(name, space, w)
+            scores.append(Score([(name, lead)], fn, "anomalies"))
+        elif name == "acc":
+            scores.append(Score([(name, lead)], _acc(space, w, p.centered), "anomalies"))
+        elif name == "correlation":
+
+            def correlation(f, o):
+                return cm_metrics.correlation(f, o, weights=w)[None]
+
+            scores.append(Score([(name, lead)], correlation, "anomalies"))
+        elif name in CATEGORICAL:
+            keys = [(threshold_key(name, t), lead) for t in p.thresholds]
+            scores.append(Score(keys, _categorical(name, p.thresholds, p.op, w), "values"))
+        elif name == "auc":
+            keys = [(threshold_key(name, t), lead) for t in p.thresholds]
+            scores.append(Score(keys, _auc(p.thresholds, p.op, w), "values"))
+        elif name == "fss":
+            keys = [(f"fss@{t:g}/{s}", lead) for s in p.scales for t in p.thresholds]
+            scores.append(Score(keys, _fss(p.thresholds, p.scales, p.op), "values"))
+    return scores
+
+
+def _time_mean_error(name: str, space: tuple[int, ...], w):
+    """RMSE (sqrt of the time-mean weighted MSE), MAE or bias (time means)."""
+
+    def fn(f, o):
+        per_time = cm_metrics.error_sums(f, o, axis=space, weights=w)
+        if name == "rmse":
+            return jnp.sqrt(jnp.nanmean(per_time.mse()))[None]
+        return jnp.nanmean(getattr(per_time, name)())[None]
+
+    return fn
+
+
+def _acc(space: tuple[int, ...], w, centered: bool):
+    """Per-time ACC over the grid averaged over times; pooled over times for point targets."""
+
+    def fn(f, o):
+        if not space:
+            return cm_metrics.acc(f, o, centered=centered)[None]
+        return jnp.nanmean(cm_metrics.acc(f, o, axis=space, weights=w, centered=centered))[None]
+
+    return fn
+
+
+def _categorical(name: str, thresholds: Sequence[float], op: str, w):
+    t = np.asarray(thresholds, np.float32)
+
+    def fn(f, o):
+        table = cm_metrics.contingency(f, o, threshold=t, op=op, weights=w)
+        return getattr(table, name)()
+
+    return fn
+
+
+def _auc(thresholds: Sequence[float], op: str, w):
+    """AUC of the forecast value as a score for the observed event, one per threshold."""
+    t = jnp.asarray(thresholds, jnp.float32)
+    compare = COMPARISONS[op]
+
+    def fn(f, o):
+        def one(threshold):
+            labels = jnp.where(jnp.isnan(o), jnp.nan, compare(o, threshold).astype(o.dtype))
+            return cm_metrics.roc_auc(f, labels, weights=w)
+
+        return jax.vmap(one)(t.astype(o.dtype))
+
+    return fn
+
+
+def _fss(thresholds: Sequence[float], scales: Sequence[int], op: str):
+    t = np.asarray(thresholds, np.float32)
+
+    def fn(f, o):
+        return jnp.concatenate([cm_metrics.fss(f, o, threshold=t, window=s, op=op) for s in scales])
+
+    return fn
 
 
 def to_dataset(exp: Any, arrays: dict[str, np.ndarray], anchor: np.ndarray) -> xr.Dataset:

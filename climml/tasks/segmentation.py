@@ -2,9 +2,13 @@
 
 Returns ``{"<predictor>": {"<metric>": {"<key>": value}}}`` with keys the class names (from the
 target's ``flag_meanings`` attribute, else the class ids), ``"all"`` for single numbers, and
-``"<true>-><predicted>"`` for confusion-matrix cells (pixel counts). Writes ``predictions.zarr``
-(int8 masks on dims ``time`` = initialization time, ``lead``, target dims; ``observed`` is -1
-where the truth is missing) and ``segmentation_map.png`` (input / truth / prediction on a map).
+``"<true>-><predicted>"`` for confusion-matrix cells. Every score pools all samples, leads and
+grid points, weighted by latitude (``eval.area_weighting``; weights of mean 1, so the
+confusion matrix still sums to the number of valid pixels). ``brier`` and ``auc`` score the
+class probabilities (softmax of the logits) one class against the rest. Writes
+``predictions.zarr`` (int8 masks on dims ``time`` = initialization time, ``lead``, target dims;
+``observed`` is -1 where the truth is missing) and ``segmentation_map.png`` (input / truth /
+prediction on a map).
 """
 
 from __future__ import annotations
@@ -13,15 +17,26 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 
 from climml import metrics as cm_metrics
 from climml.errors import ConfigError, expected
+from climml.tasks import metric_specs
 from climml.tasks._check import check_names
 from climml.tasks._collect import collect
+from climml.tasks.metric_specs import CATEGORICAL, MetricSpec, Score
 
-METRICS = ("iou", "mean_iou", "precision", "recall", "accuracy", "confusion_matrix")
+CLASS_SCORES = ("iou", "mean_iou", "precision", "recall", "accuracy", "confusion_matrix")
+PROBABILITY_SCORES = ("brier", "auc")
+_REGRESSION = "a score of continuous fields; segmentation targets are class labels"
+SUPPORTED: dict[str, str | None] = {
+    **dict.fromkeys((*CLASS_SCORES, *PROBABILITY_SCORES, "bootstrap"), None),
+    **dict.fromkeys(("rmse", "mae", "bias", "correlation", "acc", "fss", "crps"), _REGRESSION),
+    **dict.fromkeys(CATEGORICAL, "per class use iou (the CSI of the class), precision, recall"),
+}
 BASELINES = ("majority",)
 
 
@@ -29,8 +44,13 @@ def check(cfg: Any) -> None:
     """Reject unknown metrics/baselines and a missing ``data.num_classes`` before training."""
     if not cfg.data.num_classes or cfg.data.num_classes < 2:
         raise ConfigError(expected("data.num_classes", "an int >= 2", cfg.data.num_classes))
-    check_names("eval.metrics", cfg.eval.metrics, METRICS)
+    metric_specs.check(cfg, SUPPORTED)
     check_names("eval.baselines", cfg.eval.baselines, BASELINES)
+
+
+def check_data(cfg: Any, raw: xr.Dataset) -> None:
+    """A gridded target needs a latitude to weight by (unless ``eval.area_weighting: none``)."""
+    metric_specs.grid_weights(cfg, raw[cfg.data.target])
 
 
 def evaluate(exp: Any, model: Any, workdir: Path) -> dict:
@@ -38,17 +58,31 @@ def evaluate(exp: Any, model: Any, workdir: Path) -> dict:
     cfg = exp.cfg
     k = cfg.data.num_classes
     names = class_names(exp.raw[cfg.data.target], k)
+    specs = metric_specs.parse(cfg.eval.metrics)
+    with_probability = any(s.name in PROBABILITY_SCORES for s in specs)
     predictors: dict[str, Callable[[Any], np.ndarray]] = {model.name: _classes(model)}
+    if with_probability:
+        predictors[f"{model.name}/probability"] = _probabilities(model)
     if "majority" in cfg.eval.baselines:
         majority = majority_class(exp.loader("train").epoch(0), k)
         predictors["majority"] = lambda batch: np.full(np.shape(batch.y), majority, np.int8)
+        if with_probability:
+            certain = np.eye(k, dtype=np.float32)[majority]
+            predictors["majority/probability"] = lambda batch: np.broadcast_to(
+                certain, (*np.shape(batch.y), k)
+            )
     masks = collect(exp.loader(cfg.eval.split), predictors)
     observed = np.where(masks["valid"] > 0, masks["observed"], -1).astype(np.int8)
-    scores = {
-        name: class_scores(masks[name], observed, names, cfg.eval.metrics) for name in predictors
-    }
+    weights = metric_specs.grid_weights(cfg, exp.raw[cfg.data.target])
+    scorer = metric_specs.Scorer(class_scores(specs, names, weights), specs, cfg.seed)
+    results = {}
+    for name in [n for n in predictors if "/" not in n]:
+        arrays = {"masks": (masks[name], observed)}
+        if with_probability:
+            arrays["probabilities"] = (masks[f"{name}/probability"], observed)
+        results[name] = scorer(arrays)
     if cfg.output.save_predictions:
-        arrays = {name: masks[name] for name in predictors} | {"observed": observed}
+        arrays = {name: masks[name] for name in results} | {"observed": observed}
         to_dataset(exp, arrays, masks["anchor"]).to_zarr(workdir / "predictions.zarr", mode="w")
     if cfg.output.plots:
         plot_example(
@@ -59,7 +93,7 @@ def evaluate(exp: Any, model: Any, workdir: Path) -> dict:
             names,
             workdir / "segmentation_map.png",
         )
-    return scores
+    return results
 
 
 def predict(exp: Any, model: Any, split: str) -> xr.Dataset:
@@ -71,6 +105,11 @@ def predict(exp: Any, model: Any, split: str) -> xr.Dataset:
 def _classes(model: Any) -> Callable[[Any], np.ndarray]:
     """``batch -> (B, L, *grid)`` int8 class mask: the argmax of the model's logits."""
     return lambda batch: np.argmax(model.predict(batch), axis=-1).astype(np.int8)
+
+
+def _probabilities(model: Any) -> Callable[[Any], np.ndarray]:
+    """``batch -> (B, L, *grid, K)`` class probabilities: the softmax of the model's logits."""
+    return lambda batch: np.asarray(jax.nn.softmax(model.predict(batch), axis=-1), np.float32)
 
 
 def class_names(target: xr.DataArray, num_classes: int) -> list[str]:
@@ -92,33 +131,76 @@ def majority_class(batches: Any, num_classes: int) -> int:
 
 
 def class_scores(
-    pred: np.ndarray, observed: np.ndarray, names: Sequence[str], metrics: Sequence[str]
-) -> dict[str, dict[str, float]]:
-    """``{metric: {key: value}}`` from the confusion matrix (``observed`` -1 = missing)."""
+    specs: Sequence[MetricSpec], names: Sequence[str], weights: np.ndarray | None
+) -> list[Score]:
+    """The ``Score`` of each spec: pure functions of ``(predicted, observed)`` class masks
+    ``(N, L, *grid)`` (observed -1 = missing), or of ``(probabilities (N, L, *grid, K),
+    observed)`` for ``brier``/``auc``; ``weights`` broadcast against ``grid``."""
     k = len(names)
-    matrix = np.asarray(cm_metrics.confusion_matrix(pred, observed, k), np.float64)
-    hits = np.diag(matrix)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        per_class = {
-            "iou": np.asarray(cm_metrics.iou_from_confusion(matrix)),
-            "precision": hits / matrix.sum(axis=0),  # of the pixels predicted k, truly k
-            "recall": hits / matrix.sum(axis=1),  # of the pixels truly k, found
-        }
-    out: dict[str, dict[str, float]] = {}
-    for metric in metrics:
-        if metric in per_class:
-            out[metric] = {n: float(v) for n, v in zip(names, per_class[metric], strict=True)}
-        elif metric == "mean_iou":
-            out[metric] = {"all": float(np.nanmean(per_class["iou"]))}
-        elif metric == "accuracy":
-            out[metric] = {"all": float(hits.sum() / matrix.sum())}
-        elif metric == "confusion_matrix":
-            out[metric] = {
-                f"{t}->{p}": float(matrix[i, j])
-                for i, t in enumerate(names)
-                for j, p in enumerate(names)
-            }
-    return out
+    w = None if weights is None else jnp.asarray(weights)
+
+    def matrix(pred, observed):
+        counts = cm_metrics.confusion_matrix(pred, observed, num_classes=k, weights=w)
+        return counts.astype(jnp.float32)
+
+    def per_class(name: str):
+        def fn(pred, observed):
+            m = matrix(pred, observed)
+            hits = jnp.diagonal(m)
+            if name == "iou":
+                return cm_metrics.iou_from_confusion(m)
+            if name == "precision":  # of the pixels predicted k, truly k
+                return _ratio(hits, m.sum(axis=0))
+            return _ratio(hits, m.sum(axis=1))  # recall: of the pixels truly k, found
+
+        return fn
+
+    def mean_iou(pred, observed):
+        return jnp.nanmean(cm_metrics.iou_from_confusion(matrix(pred, observed)))[None]
+
+    def accuracy(pred, observed):
+        m = matrix(pred, observed)
+        return _ratio(jnp.trace(m), m.sum())[None]
+
+    def confusion(pred, observed):
+        return matrix(pred, observed).reshape(-1)
+
+    def one_hot(observed, dtype):
+        hot = (observed[..., None] == jnp.arange(k)).astype(dtype)
+        return jnp.where(observed[..., None] >= 0, hot, jnp.nan)
+
+    def brier(probability, observed):
+        axes = tuple(range(probability.ndim - 1))
+        truth = one_hot(observed, probability.dtype)
+        class_w = None if w is None else w[..., None]
+        return cm_metrics.brier_score(probability, truth, axis=axes, weights=class_w)
+
+    def auc(probability, observed):
+        truth = one_hot(observed, probability.dtype)
+        one_class = lambda s, y: cm_metrics.roc_auc(s, y, weights=w)  # noqa: E731
+        return jax.vmap(one_class, in_axes=(-1, -1))(probability, truth)
+
+    scores = []
+    for spec in specs:
+        name = spec.name
+        if name in ("iou", "precision", "recall"):
+            scores.append(Score([(name, c) for c in names], per_class(name), "masks"))
+        elif name in ("mean_iou", "accuracy"):
+            fn = mean_iou if name == "mean_iou" else accuracy
+            scores.append(Score([(name, "all")], fn, "masks"))
+        elif name == "confusion_matrix":
+            keys = [(name, f"{t}->{p}") for t in names for p in names]
+            scores.append(Score(keys, confusion, "masks"))
+        elif name in PROBABILITY_SCORES:
+            fn = brier if name == "brier" else auc
+            scores.append(Score([(name, c) for c in names], fn, "probabilities"))
+    return scores
+
+
+def _ratio(numerator, denominator):
+    """``numerator / denominator``, NaN where the denominator is 0."""
+    safe = jnp.where(denominator > 0, denominator, 1)
+    return jnp.where(denominator > 0, numerator / safe, jnp.nan)
 
 
 def to_dataset(exp: Any, masks: dict[str, np.ndarray], anchor: np.ndarray) -> xr.Dataset:

@@ -1,27 +1,64 @@
-"""The C++ LSTM kernel (climml.native) against the XLA path and the textbook equations."""
+"""The C++ LSTM kernel (climml.native): opt-in, against the XLA path and the textbook equations,
+and its declining (one warning, the XLA path) where a machine cannot build it.
 
-import os
+Kernel tests take the ``kernel`` fixture: it asks for the kernel and skips, with the reason, where
+this machine cannot have it (no compiler, a CPU without AVX2, not x86-64). Where the kernel can be
+built, a failure is a failure.
+"""
+
 import re
 import warnings
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
-from climml import native
+import climml as cm
+from climml import native, pipeline
 from climml.errors import ConfigError
+from climml.models import _recurrence
 from climml.models._native_lstm import native_lstm_layer
 from climml.models._recurrence import Plan, _layer, scan_cell
+from climml.models.rnn import LSTMConfig, build_rnn
 from climml.native import build
+from climml.types import IOSpec
 
-# Skipped only where the kernel cannot exist; with a compiler, a build that fails fails the tests.
-pytestmark = pytest.mark.skipif(
-    build._compiler() is None or os.environ.get("CLIMML_NATIVE") == "0",
-    reason="no C++ compiler, or CLIMML_NATIVE=0",
-)
+
+def _kernel_or_skip() -> None:
+    if not build.load():
+        pytest.skip(f"native LSTM kernel unavailable on this machine: {build.reason}")
+
+
+@pytest.fixture
+def kernel():
+    """The kernel asked for inside the test; skipped, with the reason, where it cannot be built."""
+    _kernel_or_skip()
+    with native.enabled():
+        yield
+
+
+@pytest.fixture
+def fresh_build(tmp_path, monkeypatch):
+    """``build.load()`` starts over (restored after the test) with an empty cache and no
+    warning given yet; the default request (``CLIMML_NATIVE`` unset)."""
+    monkeypatch.setenv("CLIMML_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("CLIMML_NATIVE", raising=False)
+    monkeypatch.setattr(build, "_loaded", None)
+    monkeypatch.setattr(build, "reason", None)
+    monkeypatch.setattr(native, "_warned", False)
+    return tmp_path / "cache"
+
+
+def _no_compiler(monkeypatch) -> None:
+    """This process as on a machine without a C++ compiler."""
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setenv("PATH", "")
+    monkeypatch.setattr(build, "_loaded", None)
+    assert build._compiler() is None
+
 
 T, B, H = 9, 13, 32  # 13 rows: three full 4-row tiles and a remainder row
 
@@ -61,7 +98,7 @@ def _close(a, b, rtol=2e-5):
         np.testing.assert_allclose(u, v, rtol=rtol, atol=rtol * float(jnp.abs(v).max()))
 
 
-def test_forward_matches_textbook_numpy():
+def test_forward_matches_textbook_numpy(kernel):
     """h_t, c_t from NumPy float64 equations (sigmoid gates i, f, o; tanh g), same weights."""
     x, (w_in, b_in, w_rec, b_rec), _ = _inputs(5)
     ys, last = jax.jit(_kept)(x, (w_in, b_in, w_rec, b_rec), None)
@@ -86,7 +123,7 @@ def test_forward_matches_textbook_numpy():
 @pytest.mark.parametrize("features", [5, 16])  # 16: the input cotangent comes from the kernel
 @pytest.mark.parametrize("masked", [False, True])
 @pytest.mark.parametrize("reverse", [False, True])
-def test_values_and_gradients_match_xla_path(layer, features, masked, reverse):
+def test_values_and_gradients_match_xla_path(kernel, layer, features, masked, reverse):
     x, params, mask = _inputs(features, seed=features, masked=masked)
     d_ys = jax.random.normal(jax.random.key(7), (T, B, H))
     d_last = jax.random.normal(jax.random.key(8), (B, H))
@@ -107,7 +144,7 @@ def test_values_and_gradients_match_xla_path(layer, features, masked, reverse):
 
 @pytest.mark.parametrize("layer", [_kept, _chunked])
 @pytest.mark.parametrize("read", ["last", "sequence"])
-def test_unread_outputs_and_data_inputs(layer, read):
+def test_unread_outputs_and_data_inputs(kernel, layer, read):
     """Symbolic-zero cotangents (many-to-one or many-to-many heads) and undifferentiated x."""
     x, params, _ = _inputs(16, seed=3)
 
@@ -120,8 +157,8 @@ def test_unread_outputs_and_data_inputs(layer, read):
     _close(ours, ref)
 
 
-def test_scan_cell_dispatch():
-    """scan_cell uses the kernel (outputs equal to the kernel's bit for bit)."""
+def test_scan_cell_dispatch(kernel):
+    """Asked for, scan_cell uses the kernel (outputs equal to the kernel's bit for bit)."""
     x, params, mask = _inputs(16, seed=4, masked=True)
     ys, last = scan_cell("lstm", x, *params, mask, plan=Plan(3, keep=False))
     ys_k, last_k = _chunked(x, params, mask)
@@ -136,7 +173,21 @@ def test_scan_cell_dispatch():
     _close(ys_xla, ys)
 
 
-def test_thread_count_does_not_change_results(monkeypatch):
+def test_default_is_the_xla_path(monkeypatch):
+    """Not asked for, scan_cell is the XLA path bit for bit, and no build is attempted."""
+    monkeypatch.delenv("CLIMML_NATIVE", raising=False)
+    monkeypatch.setattr(build, "_loaded", None)
+    x, params, mask = _inputs(16, seed=4, masked=True)
+    ys, last = jax.jit(lambda x, p: scan_cell("lstm", x, *p, mask))(x, params)
+    ref_ys, ref_last = jax.jit(lambda x, p: _layer("lstm", Plan(T, keep=True), 1, x, p, mask))(
+        x, params
+    )
+    np.testing.assert_array_equal(ys, ref_ys)
+    np.testing.assert_array_equal(last, ref_last)
+    assert build._loaded is None  # never even looked for a compiler
+
+
+def test_thread_count_does_not_change_results(kernel, monkeypatch):
     """Rows are independent, so splitting them across threads is exact, not approximately so."""
     x, params, _ = _inputs(16, seed=5)
     step = jax.jit(jax.value_and_grad(lambda p: jnp.sum(_chunked(x, p, None)[0] ** 2)))
@@ -147,7 +198,7 @@ def test_thread_count_does_not_change_results(monkeypatch):
         np.testing.assert_array_equal(a, b)
 
 
-def test_vmap_equals_loop():
+def test_vmap_equals_loop(kernel):
     x, params, _ = _inputs(5, seed=6)
     xs = jnp.stack([x, 2 * x, -x])
     batched = jax.vmap(lambda x: _kept(x, params, None)[1])(xs)
@@ -155,7 +206,7 @@ def test_vmap_equals_loop():
         np.testing.assert_allclose(batched[k], _kept(xs[k], params, None)[1], atol=1e-6)
 
 
-def test_batch_sharded_over_devices_equals_one_device():
+def test_batch_sharded_over_devices_equals_one_device(kernel):
     """Each device runs the kernel on its own rows: same result, and no gathering of the batch."""
     if len(jax.devices()) < 2:
         pytest.skip("needs several (simulated) devices")
@@ -173,49 +224,127 @@ def test_batch_sharded_over_devices_equals_one_device():
     assert "all-gather" not in program
 
 
-def test_hidden_size_must_fit_vectors():
+def test_hidden_size_must_fit_vectors(kernel):
     x, (w_in, b_in, _, b_rec), _ = _inputs(5)
     with pytest.raises(ConfigError, match="hidden: expected a multiple of 16 units, found 24"):
         native.lstm_forward(x, w_in[:, :96], b_in[:96], jnp.zeros((24, 96)), jnp.ones((T, B)))
 
 
-def test_failed_build_falls_back_and_leaves_nothing(tmp_path, monkeypatch):
-    """A source that does not compile: a warning naming the compiler error, no library, no temp
+def test_failed_build_falls_back_and_leaves_nothing(fresh_build, monkeypatch):
+    """A source that does not compile: the reason names the compiler error, no library, no temp
     files, and ``load()`` False; the caller then uses the XLA path."""
-    bad = tmp_path / "bad.cc"
+    bad = fresh_build.parent / "bad.cc"
     bad.write_text("this is not C++\n")
-    monkeypatch.setenv("CLIMML_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(build, "SOURCE", bad)
-    monkeypatch.setattr(build, "_loaded", None)
+    assert build.load() is False
+    assert "failed to build" in build.reason and "error" in build.reason
+    assert list(fresh_build.rglob("*")) == [fresh_build / "native"]
+
+
+def _unbuildable_isa(monkeypatch):
+    monkeypatch.setattr(build, "isa_flags", lambda: ("-march=no-such-cpu",))
+
+
+def _sse_only_cpu(monkeypatch):
+    monkeypatch.setattr(build.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(build, "_cpu_flags", lambda: {"sse2", "sse4_2", "avx"})
+
+
+def _arm_cpu(monkeypatch):
+    monkeypatch.setattr(build.platform, "machine", lambda: "aarch64")
+
+
+@pytest.mark.parametrize(
+    ("machine", "why"),
+    [
+        (_unbuildable_isa, "failed to build"),
+        (_sse_only_cpu, "lacks AVX2"),
+        (_arm_cpu, "x86-64 CPUs only"),
+        (_no_compiler, "no C++ compiler"),
+    ],
+)
+def test_requested_where_unsupported_falls_back_with_one_warning(
+    fresh_build, monkeypatch, machine, why
+):
+    """Asked for on a machine that cannot have it: one warning with the reason for any number
+    of layers traced, the XLA path's results bit for bit, and the kernel tests skip, not fail."""
+    machine(monkeypatch)
+    x, params, mask = _inputs(16, seed=2, masked=True)
+    ref = jax.jit(lambda x, p: _layer("lstm", Plan(T, keep=True), 1, x, p, mask))(x, params)
+    monkeypatch.setenv("CLIMML_NATIVE", "1")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        assert build.load() is False
-    assert "failed to build" in build.reason and "error" in build.reason
-    assert any("using the XLA path" in str(w.message) for w in caught)
-    assert list(Path(tmp_path / "cache").rglob("*")) == [Path(tmp_path / "cache" / "native")]
+        got = jax.jit(lambda x, p: scan_cell("lstm", x, *p, mask))(x, params)
+        again = jax.jit(lambda x, p: scan_cell("lstm", x[:5], *p, mask[:5]))(x, params)
+    messages = [str(w.message) for w in caught if "native LSTM kernel" in str(w.message)]
+    assert len(messages) == 1 and why in messages[0] and "using the XLA path" in messages[0]
+    np.testing.assert_array_equal(got[0], ref[0])
+    np.testing.assert_array_equal(got[1], ref[1])
+    assert again[0].shape == (5, B, H)
+    assert not list(fresh_build.rglob("*.so"))
+    with pytest.raises(pytest.skip.Exception, match=re.escape(why)):
+        _kernel_or_skip()
 
 
-def test_disabled_by_environment(monkeypatch):
+def test_instruction_set_from_cpu_features(monkeypatch):
+    monkeypatch.setattr(build.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(build, "_cpu_flags", lambda: {"avx", "avx2", "fma", "avx512f", "avx512bw"})
+    assert build.isa_flags() == ("-mavx2", "-mfma", "-mavx512f")
+    monkeypatch.setattr(build, "_cpu_flags", lambda: {"avx", "avx2", "fma"})  # e.g. Zen 3
+    assert build.isa_flags() == ("-mavx2", "-mfma")
+
+
+@pytest.mark.parametrize("isa", [build._AVX2, build._AVX512], ids=["avx2", "avx512"])
+def test_source_compiles_for_avx2_and_avx512(tmp_path, isa):
+    """The register-pinning asm only where a vector fits a register: both builds compile on
+    any x86-64 machine (the one this CPU loads is built by the kernel tests already)."""
+    compiler = build._compiler()
+    if compiler is None or build.platform.machine().lower() not in ("x86_64", "amd64"):
+        pytest.skip("needs a C++ compiler targeting x86-64")
+    if build.isa_flags() == isa:
+        pytest.skip("this CPU's own build: compiled by the kernel tests")
+    target = tmp_path / "lib.so"
+    build._compile(compiler, (*build.FLAGS, *isa), target)
+    assert target.stat().st_size > 0
+
+
+def test_request_switches(monkeypatch):
+    """CLIMML_NATIVE sets the process default; the innermost block wins over it."""
+    monkeypatch.delenv("CLIMML_NATIVE", raising=False)
+    assert not native.requested()
+    with native.enabled():
+        assert native.requested()
+        with native.disabled():
+            assert not native.requested()
+        with native.enabled(False):  # a config switch left off changes nothing
+            assert native.requested()
+    monkeypatch.setenv("CLIMML_NATIVE", "1")
+    assert native.requested()
+    with native.disabled():
+        assert not native.requested()
     monkeypatch.setenv("CLIMML_NATIVE", "0")
-    monkeypatch.setattr(build, "_loaded", None)
-    assert build.load() is False and "CLIMML_NATIVE=0" in build.reason
-    monkeypatch.setattr(build, "_loaded", None)
-    monkeypatch.delenv("CLIMML_NATIVE")
-    assert build.load() is True
+    assert not native.requested()
+    monkeypatch.setenv("CLIMML_NATIVE", "yes")
+    with pytest.raises(ConfigError, match="CLIMML_NATIVE: expected 0 .* or 1 .*, found yes"):
+        native.requested()
 
 
-def test_cache_key_changes_with_source(tmp_path, monkeypatch):
+def test_cache_key_changes_with_source_and_flags(tmp_path, monkeypatch):
+    compiler = build._compiler()
+    if compiler is None:
+        pytest.skip("no C++ compiler")
     src = tmp_path / "k.cc"
     src.write_text("int a;\n")
     monkeypatch.setattr(build, "SOURCE", src)
-    first = build._library_path(build._compiler())
+    first = build._library_path(compiler, build.FLAGS)
+    assert build._library_path(compiler, (*build.FLAGS, "-mavx2")) != first
     src.write_text("int b;\n")
-    assert build._library_path(build._compiler()) != first
-    assert os.path.dirname(first) == os.path.dirname(build._library_path(build._compiler()))
+    assert build._library_path(compiler, build.FLAGS) != first
+    assert first.parent == build._library_path(compiler, build.FLAGS).parent
 
 
 @pytest.mark.parametrize("head", ["many_to_one", "many_to_many"])
-def test_bidirectional_network_matches_xla_path(head):
+def test_bidirectional_network_matches_xla_path(kernel, head):
     """A stacked bidirectional LSTM with ragged lengths: loss and every parameter gradient equal
     with the kernel and without it (both directions and both layers go through the kernel)."""
     from flax import nnx
@@ -245,7 +374,7 @@ def test_bidirectional_network_matches_xla_path(head):
 
 
 @pytest.mark.parametrize(("batch", "hidden", "features"), [(1, 16, 3), (2, 48, 32), (6, 80, 48)])
-def test_other_shapes_match_xla_path(batch, hidden, features):
+def test_other_shapes_match_xla_path(kernel, batch, hidden, features):
     """Batches smaller than a 4-row tile, and hidden / input sizes that are not multiples of the
     4-vector (64-float) column block the matmuls prefer."""
     keys = jax.random.split(jax.random.key(batch), 5)
@@ -265,3 +394,86 @@ def test_other_shapes_match_xla_path(batch, hidden, features):
     grad = lambda layer: jax.jit(jax.value_and_grad(loss, (1, 2)), static_argnums=0)  # noqa: E731
     chunk3 = lambda x, p, m: native_lstm_layer(x, p, m, 3)  # noqa: E731
     _close(grad(chunk3)(chunk3, x, params), grad(_xla_layer)(_xla_layer, x, params))
+
+
+# ------------------------------------------------------------------ the default path, end to end
+
+
+def _train_step_outputs():
+    """Loss and gradients of a small bidirectional LSTM network (a hidden size the kernel could
+    serve), jitted afresh."""
+    steps, batch, features = 6, 5, 3
+    cfg = LSTMConfig(hidden=(16,), bidirectional=True)
+    graphdef, params = nnx.split(build_rnn(cfg, IOSpec((steps, features), (2,)), nnx.Rngs(0)))
+    x = jax.random.normal(jax.random.key(1), (batch, steps, features))
+    y = jax.random.normal(jax.random.key(2), (batch, 2))
+    lengths = jnp.array([6, 2, 5, 6, 1])
+    loss = lambda p: jnp.mean((nnx.merge(graphdef, p)(x, lengths) - y) ** 2)  # noqa: E731
+    return jax.tree.leaves(jax.jit(jax.value_and_grad(loss))(params))
+
+
+def test_default_train_step_identical_without_a_compiler(monkeypatch):
+    monkeypatch.delenv("CLIMML_NATIVE", raising=False)
+    with_compiler = _train_step_outputs()
+    _no_compiler(monkeypatch)
+    for a, b in zip(with_compiler, _train_step_outputs(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+RUN = [
+    "model.hidden=[16]",  # a size the kernel serves, so a default that used it would show
+    "train.epochs=1",
+    "eval.baselines=[persistence]",
+    "output.plots=false",
+    "output.save_predictions=false",
+    "output.progress=false",
+]
+
+
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory):
+    """One epoch of configs/lstm_nino.yaml (real data, shipped) on the default path: the
+    trained parameters and the test metrics."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("CLIMML_NATIVE", raising=False)
+        return _lstm_run(tmp_path_factory.mktemp("default"), [])
+
+
+def _lstm_run(workdir, overrides):
+    cfg = cm.config.load("configs/lstm_nino.yaml", RUN + overrides)
+    result = cm.run(cfg, workdir)
+    params = pipeline.trained_model(pipeline.prepare(cfg), workdir).params
+    return jax.tree.leaves(params), result.metrics
+
+
+def test_lstm_run_identical_without_a_compiler(default_run, tmp_path, monkeypatch):
+    """An LSTM config trained and scored on the default path gives the same bits whether or
+    not the machine has a C++ compiler."""
+    _no_compiler(monkeypatch)
+    params, metrics = _lstm_run(tmp_path / "run", [])
+    for a, b in zip(default_run[0], params, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert metrics == default_run[1]
+
+
+def test_config_switch_runs_the_kernel(default_run, tmp_path, monkeypatch):
+    """``train.native_lstm: true`` turns the kernel on for that run: its layers go through it
+    in training and scoring, and the result agrees with the default path to float rounding."""
+    _kernel_or_skip()
+    monkeypatch.delenv("CLIMML_NATIVE", raising=False)
+    calls = []
+
+    def recording(*args):
+        calls.append(native.requested())
+        return native_lstm_layer(*args)
+
+    monkeypatch.setattr(_recurrence, "native_lstm_layer", recording)
+    params, metrics = _lstm_run(tmp_path / "run", ["train.native_lstm=true"])
+    assert calls and all(calls)
+    assert not native.requested()  # only for that run
+    for a, b in zip(default_run[0], params, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    model, ref = metrics["model"]["rmse"], default_run[1]["model"]["rmse"]
+    assert model.keys() == ref.keys()
+    for lead in ref:
+        assert model[lead] == pytest.approx(ref[lead], rel=1e-4)

@@ -144,10 +144,15 @@ SMALL_RUN = [
 def test_segmentation_run_writes_scores_masks_and_map(tmp_path):
     from climml import config, pipeline
 
-    cfg = config.load("configs/unet_extremes.yaml", overrides=SMALL_RUN)
+    every_metric = (
+        "eval.metrics=[iou, mean_iou, precision, recall, accuracy, confusion_matrix, brier, auc,"
+        " {bootstrap: {n: 10, ci: 0.5}}]"
+    )
+    cfg = config.load("configs/unet_extremes.yaml", overrides=[*SMALL_RUN, every_metric])
     result = pipeline.run(cfg, tmp_path / "run")
     m = result.metrics
-    assert set(m) == {"model", "majority"}
+    assert {"model", "majority"} <= set(m)
+    assert list(m["model"])[:3] == ["iou", "iou:p25", "iou:p75"]
     names = ["background", "tropical_cyclone", "atmospheric_river"]
     assert list(m["model"]["iou"]) == names and list(m["model"]["recall"]) == names
     assert m["majority"]["iou"]["tropical_cyclone"] == 0.0  # background everywhere finds nothing
@@ -155,12 +160,33 @@ def test_segmentation_run_writes_scores_masks_and_map(tmp_path):
     assert len(m["model"]["confusion_matrix"]) == 9
     ds = xr.open_zarr(tmp_path / "run" / "predictions.zarr")
     assert ds["model"].dtype == np.int8 and ds["model"].dims == ("time", "lead", "lat", "lon")
-    # the scores in metrics.json are the scores of the masks in predictions.zarr
+    # the scores in metrics.json are the area-weighted scores of the masks in predictions.zarr
     obs, pred = ds["observed"].values, ds["model"].values
-    tc_iou = np.sum((obs == 1) & (pred == 1)) / np.sum((obs == 1) | (pred == 1))
-    np.testing.assert_allclose(m["model"]["iou"]["tropical_cyclone"], tc_iou, rtol=1e-6)
-    accuracy = np.mean(obs == pred)
-    np.testing.assert_allclose(m["model"]["accuracy"]["all"], accuracy, rtol=1e-6)
+    lat = ds.lat.values.astype(np.float64)  # bands between midpoints, half a step past the ends
+    edges = np.r_[
+        1.5 * lat[0] - 0.5 * lat[1], (lat[1:] + lat[:-1]) / 2, 1.5 * lat[-1] - 0.5 * lat[-2]
+    ]
+    band = np.abs(np.diff(np.sin(np.deg2rad(np.clip(edges, -90, 90)))))
+    w = np.broadcast_to(band[:, None], obs.shape) * (obs >= 0)
+    tc_iou = np.sum(w * ((obs == 1) & (pred == 1))) / np.sum(w * ((obs == 1) | (pred == 1)))
+    np.testing.assert_allclose(m["model"]["iou"]["tropical_cyclone"], tc_iou, rtol=1e-5)
+    accuracy = np.sum(w * (obs == pred)) / np.sum(w)
+    np.testing.assert_allclose(m["model"]["accuracy"]["all"], accuracy, rtol=1e-5)
+    np.testing.assert_allclose(
+        sum(m["model"]["confusion_matrix"].values()), np.sum(obs >= 0), rtol=1e-5
+    )
+    # the majority baseline is certain of background: its Brier score of a class is the
+    # (weighted) frequency of the pixels it gets wrong for that class, its AUC is 0.5
+    frequency = {c: np.sum(w * (obs == i)) / np.sum(w) for i, c in enumerate(names)}
+    majority_brier = m["majority"]["brier"]
+    np.testing.assert_allclose(majority_brier["background"], 1 - frequency["background"], rtol=1e-5)
+    np.testing.assert_allclose(
+        majority_brier["tropical_cyclone"], frequency["tropical_cyclone"], rtol=1e-5
+    )
+    np.testing.assert_allclose(list(m["majority"]["auc"].values()), 0.5, rtol=1e-5)
+    for c in names:
+        assert 0 <= m["model"]["brier"][c] <= 1 and 0 <= m["model"]["auc"][c] <= 1
+        assert m["model"]["iou:p25"][c] <= m["model"]["iou:p75"][c]
     assert (tmp_path / "run" / "segmentation_map.png").stat().st_size > 10_000
 
 
