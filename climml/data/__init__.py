@@ -1,4 +1,5 @@
-"""The data path: open, conform and check datasets, synthetic data, normalization, splits and loaders.
+"""The data path: open, conform and check datasets; synthetic data, normalization, splits,
+loaders.
 
 ``import climml.data`` does not import JAX; the loader imports it only to place batches on
 devices when given a sharding.

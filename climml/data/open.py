@@ -81,7 +81,9 @@ def conform(
     """
     if not isinstance(ds, xr.Dataset):
         raise DataError(expected("data.source", "an xarray.Dataset", type(ds).__name__))
-    ds = ds.rename({k: v for k, v in RENAMES.items() if k in ds.variables and v not in ds.variables})
+    ds = ds.rename(
+        {k: v for k, v in RENAMES.items() if k in ds.variables and v not in ds.variables}
+    )
     ds = _time_axis(ds)
     if variables is not None:
         names = [variables] if isinstance(variables, str) else list(dict.fromkeys(variables))

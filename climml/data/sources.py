@@ -9,8 +9,8 @@ from typing import Any
 
 import xarray as xr
 
-from climml.data import synthetic
 from climml.config import IN_MEMORY
+from climml.data import synthetic
 from climml.data.open import GLOB_CHARS, open_dataset
 from climml.data.real.hadisst import hadisst_ice
 from climml.data.real.nino import nino12

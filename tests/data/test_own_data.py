@@ -37,14 +37,20 @@ def store(enso, tmp_path_factory):
 
 
 def _with_source(cfg, source):
-    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, source=source, source_args={}))
+    return dataclasses.replace(
+        cfg, data=dataclasses.replace(cfg.data, source=source, source_args={})
+    )
 
 
 def test_in_memory_lazy_and_zarr_sources_give_the_same_run(enso, store, tmp_path):
-    cfg = cm.config.load("configs/quickstart.yaml", [f"data.source={store}", "data.source_args={}", *TINY])
+    cfg = cm.config.load(
+        "configs/quickstart.yaml", [f"data.source={store}", "data.source_args={}", *TINY]
+    )
     from_zarr = cm.run(cfg, tmp_path / "zarr").metrics
     in_memory = cm.run(_with_source(cfg, enso), tmp_path / "memory").metrics
-    lazy = cm.run(_with_source(cfg, xr.open_zarr(store, consolidated=False)), tmp_path / "lazy").metrics
+    lazy = cm.run(
+        _with_source(cfg, xr.open_zarr(store, consolidated=False)), tmp_path / "lazy"
+    ).metrics
     assert from_zarr["model"]["rmse"]["6"] > 0
     assert in_memory == from_zarr and lazy == from_zarr
 
@@ -69,7 +75,10 @@ def test_only_the_variables_a_config_reads_are_checked(enso, tmp_path):
         broken=(("time",), np.full(360, np.nan)),
     )
     extra.to_zarr(tmp_path / "extra.zarr", consolidated=False)
-    cfg = cm.config.load("configs/quickstart.yaml", [f"data.source={tmp_path / 'extra.zarr'}", "data.source_args={}", *TINY])
+    cfg = cm.config.load(
+        "configs/quickstart.yaml",
+        [f"data.source={tmp_path / 'extra.zarr'}", "data.source_args={}", *TINY],
+    )
     exp = pipeline.prepare(cfg)
     assert set(exp.raw.data_vars) == {"sst", "heat_content", "nino34"}
 
@@ -79,7 +88,9 @@ def test_descending_latitude_and_western_longitudes_prepare_like_the_original(en
     reference = pipeline.prepare(cfg)
     flipped = enso.isel(lat=slice(None, None, -1)).rename(lat="latitude", lon="longitude")
     west = enso.assign_coords(lon=enso["lon"] - 360.0)  # 121.7..278.3 E as -238.3..-81.7: wrong
-    with pytest.raises(cm.DataError, match=r"^lon: expected degrees in \[-180, 180\] or \[0, 360\]"):
+    with pytest.raises(
+        cm.DataError, match=r"^lon: expected degrees in \[-180, 180\] or \[0, 360\]"
+    ):
         pipeline.prepare(_with_source(cfg, west))
     shifted = enso.assign_coords(lon=((enso["lon"] + 180.0) % 360.0) - 180.0)  # -180..180
     for variant, lon_order in (
