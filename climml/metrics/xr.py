@@ -429,18 +429,6 @@ def acc(
 # --------------------------------------------------------------------------- probabilistic scores
 
 
-def _check_range(name: str, values: np.ndarray, allowed: str) -> None:
-    """DataError naming ``name`` when a non-NaN value is outside [0, 1] (``allowed="[0, 1]"``)
-    or not 0/1 (``allowed="0/1"``)."""
-    v = np.asarray(values, dtype=np.float64)
-    v = v[~np.isnan(v)]
-    bad = v[(v < 0) | (v > 1)] if allowed == "[0, 1]" else v[(v != 0) & (v != 1)]
-    if bad.size:
-        raise DataError(
-            expected(name, f"values {allowed} (or NaN)", f"{_fmt(bad[0])} and {bad.size - 1} more")
-        )
-
-
 def brier_score(
     probability,
     observed,
@@ -453,9 +441,7 @@ def brier_score(
 ):
     """Brier score over ``dim``: ``probability`` in [0, 1], ``observed`` 0/1 (NaN masks)."""
 
-    def kernel(p, o, axis, weights):
-        _check_range("probability", p, "[0, 1]")
-        _check_range("observed", o, "0/1")
+    def kernel(p, o, axis, weights):  # the kernel checks the ranges, naming the argument
         return probabilistic.brier_score(p, o, axis=axis, weights=weights)
 
     named = {"probability": probability, "observed": observed}
@@ -546,8 +532,7 @@ def roc_auc(
     ``skipna`` for ranks).
     """
 
-    def kernel(s, y, axis, weights):
-        _check_range("labels", y, "0/1")
+    def kernel(s, y, axis, weights):  # the kernel checks that labels are 0/1
         return roc.roc_auc(s, y, axis=axis, weights=weights, bins=bins)
 
     named = {"scores": scores, "labels": labels}

@@ -240,11 +240,11 @@ def test_inner_and_override_alignment_are_opt_in(cube):
 
 def test_probability_and_label_ranges_name_the_argument(cube):
     f, o = cube
-    with pytest.raises(DataError, match="^probability: expected values \\[0, 1\\]"):
+    with pytest.raises(DataError, match="^probability: expected probabilities in \\[0, 1\\]"):
         cm.xr.brier_score(f, o > 0)
-    with pytest.raises(DataError, match="^observed: expected values 0/1"):
+    with pytest.raises(DataError, match="^observed: expected 0/1"):
         cm.xr.brier_score(abs(f) / 10, o)
-    with pytest.raises(DataError, match="^labels"):
+    with pytest.raises(DataError, match="^labels: expected 0/1"):
         cm.xr.roc_auc(f, o)
     p = (abs(f) / float(abs(f).max())).fillna(0.5)
     got = cm.xr.brier_score(p, (o > 0).astype(float), dim="time")
