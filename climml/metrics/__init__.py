@@ -21,6 +21,16 @@ Accuracy: sums are blocked (pairwise) and second moments centred, so float32 sco
 float64 computation to ~1e-5 relative or better for data of any offset (280 K, 5e4 m²/s²) and
 up to ~1e8 points; float64 inputs (``jax_enable_x64``) are scored in float64.
 
+Area weighting and aggregation (WeatherBench 2's conventions)
+-------------------------------------------------------------
+Gridded scores are weighted by latitude: ``climml.metrics.xr`` wrappers default to
+``weights="cell_area"`` (exact spherical band areas; ``"cos"`` and ``"none"`` on request, see
+``xr.latitude_weights``), and ``climml.tasks`` follow ``eval.area_weighting``. Over time, ACC
+is computed per time over the grid and then averaged; RMSE is the square root of the time mean
+of the spatially weighted MSE (``sqrt(mean_t Σ w e² / Σ w)``). The xarray wrappers refuse
+forecast and observation coordinates that differ (``align="exact"``; ``"inner"`` opts in to
+the intersection).
+
 Input checks
 ------------
 ``forecast`` and ``observed`` (``x``/``y``, ``scores``/``labels``) must have the same number

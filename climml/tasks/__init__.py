@@ -1,7 +1,10 @@
 """Task-specific evaluation: what a trained model is scored on and what a run writes.
 
 Each task module provides ``check(cfg)``, which raises ``ConfigError`` for settings it cannot
-score (called before training, so a bad config fails fast), and
+score (unknown or inapplicable ``eval.metrics`` entries, parsed by
+:mod:`climml.tasks.metric_specs`; called before training, so a bad config fails fast),
+``check_data(cfg, raw)`` for what needs the loaded data (a latitude to area-weight by, a 2-D
+grid for FSS; also before training), and
 ``evaluate(exp, model, workdir) -> metrics`` returning
 ``{"<predictor>": {"<metric>": {"<key>": value}}}`` (keys are leads, classes, ...) and writing its
 predictions and figures into ``workdir``, and ``predict(exp, model, split) -> xr.Dataset`` (the
