@@ -100,8 +100,11 @@ def prepare(cfg: Config) -> Experiment:
     build_optimizer(cfg.train, total_steps=1)  # names: optimizer, schedule
     loss_terms(cfg.train)
     d = cfg.data
-    if "train" not in d.splits:
-        raise ConfigError(expected("data.splits", "a 'train' split", sorted(d.splits)))
+    if "train" not in d.splits or "val" not in d.splits:  # fit early-stops on 'val'
+        raise ConfigError(expected("data.splits", "'train' and 'val' splits", sorted(d.splits)))
+    if cfg.eval.split not in d.splits:
+        want = f"one of {sorted(d.splits)}"
+        raise ConfigError(expected("eval.split", want, repr(cfg.eval.split)))
     used = list(dict.fromkeys([*d.inputs, d.target]))
     raw = cdata.conform(cdata.load_source(d.source, **dict(d.source_args)), used, ("time",))
     tasks.get(cfg.eval.task).check_data(cfg, raw)  # e.g. a latitude for area weighting

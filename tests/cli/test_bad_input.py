@@ -50,6 +50,14 @@ def _fails(tmp_path, capsys, argv, message):
         ("model.dropout=1.5", "model.dropout: expected in [0, 1), found 1.5"),
         ("data.target=t2m", "t2m: expected a data variable, found none (available: "),
         ("train.optimizer=adamm", "train.optimizer: expected one of"),
+        (
+            "eval.split=testing",
+            "eval.split: expected one of ['test', 'train', 'val'], found 'testing'",
+        ),
+        (
+            "data.splits={train: [1870-01, 1884-12]}",
+            "data.splits: expected 'train' and 'val' splits",
+        ),
     ],
 )
 def test_bad_config_values(tmp_path, capsys, override, message):
