@@ -1,4 +1,5 @@
-"""AR(p) baseline: closed-form least squares, direct multi-lead, per target point."""
+"""Baselines: AR(p) by closed-form least squares (direct multi-lead, per target point), the
+seasonal climatology, and the model-versus-baseline comparison."""
 
 import numpy as np
 import pandas as pd
@@ -9,7 +10,15 @@ from statsmodels.tsa.ar_model import AutoReg
 from climml.data import Normalizer, WindowLoader, split_anchors
 from climml.data.real import nino12
 from climml.errors import ConfigError
-from climml.models.linear import BASELINES, AutoRegressive, Persistence, make_baseline
+from climml.models.linear import (
+    BASELINES,
+    AutoRegressive,
+    Climatology,
+    Persistence,
+    make_baseline,
+    model_beats,
+    season_index,
+)
 
 N = 400  # months of synthetic series
 
@@ -144,3 +153,102 @@ def test_ar_beats_persistence_on_nino12_in_the_2000s():
         scores[name] = (rmse, np.corrcoef(forecast, observed)[0, 1])
     assert scores["ar"][0] < 0.95 * scores["persistence"][0]
     assert scores["ar"][1] > scores["persistence"][1]
+
+
+def _daily(n_years=4, seed=5):
+    """Daily series from 2000 (a leap year): a seasonal cycle plus noise, with a gridded twin."""
+    time = pd.date_range("2000-01-01", f"{1999 + n_years}-12-31", freq="D")
+    doy = time.dayofyear.values
+    rng = np.random.default_rng(seed)
+    y = 3 * np.sin(2 * np.pi * doy / 365.25) + rng.normal(size=time.size)
+    return xr.Dataset({"y": ("time", y.astype(np.float32))}, coords={"time": time})
+
+
+def _pairs(loader, ds):
+    """Every (valid date, target) pair of the loader's samples and leads."""
+    valid = (loader.anchors[:, None] + np.asarray(loader.leads)[None, :]).ravel()
+    return pd.DatetimeIndex(ds["time"].values[valid]), ds["y"].values[valid]
+
+
+def test_day_of_year_climatology_equals_pandas_groupby():
+    ds = _daily()
+    leads = [1, 2]
+    loader = _loader(ds, steps=3, leads=leads)
+    time = ds["time"].values
+    clim = Climatology(loader.spec, leads, time=time, window=1).fit(loader)
+    dates, values = _pairs(loader, ds)
+    want = pd.Series(values, index=[dates.month, dates.day]).groupby(level=[0, 1]).mean()
+    got = clim.mean[:, 0]
+    leap_year = pd.date_range("2000-01-01", "2000-12-31", freq="D")
+    for slot, date in enumerate(leap_year):  # slot = day of a leap year, 29 Feb = 59
+        np.testing.assert_allclose(got[slot], want[(date.month, date.day)], rtol=1e-5)
+    assert season_index(time)[0] == "dayofyear"
+    # 1 March is slot 60 in every year, leap or not; 29 February (slot 59) only in leap years
+    days = np.array(["2000-02-29", "2000-03-01", "2001-02-28", "2001-03-01"], "datetime64[ns]")
+    assert list(season_index(days)[1]) == [59, 60, 58, 60]
+    batch = next(iter(loader))
+    forecast = clim.predict(batch)
+    valid = pd.DatetimeIndex(time[batch.anchor[:, None] + np.array(leads)].ravel())
+    expect = [want[(d.month, d.day)] for d in valid]
+    np.testing.assert_allclose(forecast.ravel(), expect, rtol=1e-5)
+
+
+def test_smoothed_climatology_is_the_pooled_mean_of_neighbouring_days():
+    ds = _daily(seed=6)
+    loader = _loader(ds, steps=3, leads=[1])
+    time = ds["time"].values
+    clim = Climatology(loader.spec, [1], time=time, window=31).fit(loader)
+    dates, values = _pairs(loader, ds)
+    slot = season_index(time)[1][loader.anchors + 1]
+    for centre in (0, 59, 200, 365):  # wraps around new year; 29 Feb borrows from its neighbours
+        distance = np.abs(slot - centre)
+        near = np.minimum(distance, 366 - distance) <= 15
+        np.testing.assert_allclose(clim.mean[centre, 0], values[near].mean(), rtol=1e-5)
+    # the smoothed cycle follows the sine closely; a constant would miss it by ~2.1
+    truth = 3 * np.sin(2 * np.pi * (np.arange(366) + 1) / 365.25)
+    assert np.sqrt(np.mean((clim.mean[:, 0] - truth) ** 2)) < 0.35
+
+
+def test_monthly_climatology_by_calendar_month_and_constant_otherwise():
+    x = _ar2_series(N, seed=7)
+    ds = _dataset(x)
+    loader = _loader(ds, steps=2, leads=[1, 3])
+    time = ds["time"].values
+    clim = Climatology(loader.spec, [1, 3], time=time, window=31).fit(loader)
+    dates, values = _pairs(loader, ds)
+    want = pd.Series(values).groupby(dates.month).mean().values
+    np.testing.assert_allclose(clim.mean[:, 0], want, rtol=1e-5)
+    assert clim.season == "month" and clim.window == 1  # no smoothing across months
+    constant = Climatology(loader.spec, [1, 3]).fit(loader)  # no time coordinate: one mean
+    np.testing.assert_allclose(constant.mean[:, 0], [values.mean()], rtol=1e-5)
+    with pytest.raises(ConfigError, match="Climatology.window"):
+        Climatology(loader.spec, [1], time=time, window=30)
+
+
+def test_seattle_climatology_follows_the_seasons():
+    """tcnn_daily's climatology: 4.07 °C RMSE on 2015 by day of year, 7.59 °C as one mean."""
+    from climml import config, pipeline
+    from climml.tasks._collect import collect
+
+    cfg = config.load("configs/tcnn_daily.yaml")
+    exp = pipeline.prepare(cfg)
+    rmse = {}
+    for name, time in (("seasonal", exp.time), ("constant", None)):
+        clim = Climatology(exp.spec, cfg.data.leads, time=time).fit(exp.loader("train").epoch(0))
+        out = collect(exp.loader("test"), {"c": clim.predict})
+        error = exp.normalizer.invert(out["c"] - out["observed"], "temp_max", add_mean=False)
+        rmse[name] = float(np.sqrt(np.mean(error**2)))
+    assert rmse["seasonal"] == pytest.approx(4.07, abs=0.05)
+    assert rmse["constant"] > 7.0
+
+
+def test_model_beats_compares_in_each_scores_direction():
+    scores = {
+        "model": {"rmse": {"1": 1.0, "2": 2.0}, "acc": {"1": 0.5, "2": 0.4}, "bias": {"1": -0.1}},
+        "persistence": {"rmse": {"1": 1.5, "2": 2.0}, "acc": {"1": 0.6, "2": None}},
+        "climatology": {"rmse": {"1": 3.0}, "bias": {"1": 0.05}, "csi@1": {"1": 0.2}},
+    }
+    assert model_beats(scores) == {
+        "persistence": {"rmse": {"1": True, "2": False}, "acc": {"1": False}},  # a tie loses
+        "climatology": {"rmse": {"1": True}, "bias": {"1": False}},  # |bias| compared
+    }
