@@ -236,6 +236,7 @@ def correlation(
     forecast: ArrayLike, observed: ArrayLike, /, *, axis: Axis = None, weights=None
 ) -> Array:
     """Weighted Pearson correlation over ``axis`` (see ``comoments`` for arguments)."""
+    check_pair("forecast", forecast, "observed", observed, weights)
     return comoments(forecast, observed, axis=axis, weights=weights).correlation()
 
 

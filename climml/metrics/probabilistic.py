@@ -31,6 +31,7 @@ from climml.metrics._masking import (
     as_float,
     check_broadcast,
     check_labels,
+    check_pair,
     check_probabilities,
     ratio,
 )
@@ -52,6 +53,7 @@ def brier_score(
       DataError: for concrete inputs (not traced under ``jit``) with a probability outside
         [0, 1] or an outcome other than 0/1, naming the argument.
     """
+    check_pair("probability", probability, "observed", observed, weights)
     check_probabilities("probability", probability)
     check_labels("observed", observed)
     probability, observed = as_float(probability, observed)

@@ -180,8 +180,11 @@ def _packed_mann_whitney(
     packed keys orders samples by value with negatives first inside tie groups: the k-th
     positive, at sorted index i_k, has ``i_k - k`` negatives at or below its value. Ties
     between classes must count one half, so the number T of tied (positive, negative) pairs
-    is subtracted once: ``2U = 2 Σ (i_k - k) - T``. Integer sums are exact in int32 while
-    n (n - 1) < 2**31; beyond that floats are used. ``scan`` picks how T is counted.
+    is subtracted once: ``2U = 2 Σ (i_k - k) - T``. The sums are exact in int32 while
+    n (n - 1) < 2**31. Beyond that each positive's two counts (each < n, exact in int32)
+    are summed as floats with blocked sums: a float total of the indices ``Σ i_k`` minus
+    ``n_pos (n_pos - 1) / 2`` would cancel, and int32 totals would overflow. ``scan`` picks
+    how T is counted in the int32 case.
     """
     n = key.shape[0]
     bit = jnp.asarray(bit, key.dtype)
@@ -189,7 +192,8 @@ def _packed_mann_whitney(
     low = key & ((one << bit) - 1)
     high = lax.shift_right_logical(key, bit + 1) << bit  # a shift by the width gives 0
     packed = ((high | low) << 1) | positive.astype(key.dtype)
-    total = jnp.int32 if n <= 46340 else (jnp.float64 if key.dtype == jnp.uint64 else jnp.float32)
+    small = n <= 46340
+    total = jnp.int32 if small else (jnp.float64 if key.dtype == jnp.uint64 else jnp.float32)
     n_pos, n_valid = sum_together(
         [(positive & valid).astype(jnp.int32), valid.astype(jnp.int32)], None
     )
@@ -198,14 +202,25 @@ def _packed_mann_whitney(
     # (the top float keys are NaN patterns), so the key alone tells them apart.
     ordered = lax.sort(jnp.where(valid, packed, ones))
     is_pos = ((ordered & 1) == 1) & (ordered != ones)
-    index = jnp.arange(n, dtype=total)
-    at_or_below = jnp.sum(jnp.where(is_pos, index, 0)) - n_pos * (n_pos - 1) // 2
-    tied = (_tied_pairs_scan if scan else _tied_pairs)(ordered, is_pos).astype(total)
+    index = jnp.arange(n, dtype=jnp.int32)
+    if small:
+        at_or_below = jnp.sum(jnp.where(is_pos, index, 0)) - n_pos * (n_pos - 1) // 2
+        tied = (_tied_pairs_scan if scan else _tied_pairs)(ordered, is_pos)
+        return 2 * at_or_below - tied, n_pos, n_neg
+    below = jnp.where(is_pos, index - (jnp.cumsum(is_pos, dtype=jnp.int32) - 1), 0)
+    at_or_below, tied = sum_together(
+        [below.astype(total), _tied_counts(ordered, is_pos).astype(total)], None
+    )
     return 2 * at_or_below - tied, n_pos, n_neg
 
 
 def _tied_pairs(ordered: Array, is_pos: Array) -> Array:
-    """Number of (positive, negative) pairs with equal scores in a sorted packed array.
+    """Number of (positive, negative) pairs with equal scores in a sorted packed array."""
+    return jnp.sum(_tied_counts(ordered, is_pos))
+
+
+def _tied_counts(ordered: Array, is_pos: Array) -> Array:
+    """Per sorted sample: the negatives tied with it if it is a positive, else 0.
 
     A tie group of value v holds a run of negatives (key 2v) right before a run of positives
     (key 2v + 1). Every positive adds the length of the negative run in front of its own run.
@@ -217,7 +232,7 @@ def _tied_pairs(ordered: Array, is_pos: Array) -> Array:
     before = jnp.maximum(run_start - 1, 0)  # last element before the run
     tied = (run_start > 0) & (ordered[before] == ordered - 1)  # a negative of the same value
     negatives = run_start - run_start[before]
-    return jnp.sum(jnp.where(is_pos & tied, negatives, 0))
+    return jnp.where(is_pos & tied, negatives, 0)
 
 
 def _tied_pairs_scan(ordered: Array, is_pos: Array) -> Array:
@@ -280,7 +295,11 @@ def _mann_whitney(value: Array, w_pos: Array, w_neg: Array) -> Array:
 
 
 class RocHistogram(NamedTuple):
-    """Weight of positive and negative samples per score bin, ``(..., B)``; ``+`` adds."""
+    """Positive and negative samples per score bin, ``(..., B)``; ``+`` adds.
+
+    int32 counts without sample weights (exact to 2**31 per bin; float32 counts would stop
+    growing at 2**24), summed weights (float) with them.
+    """
 
     positives: Array
     negatives: Array
@@ -292,9 +311,10 @@ class RocHistogram(NamedTuple):
 
     def auc(self) -> Array:
         """Mann-Whitney AUC with samples in the same bin counted as ties."""
-        neg_below = jnp.cumsum(self.negatives, axis=-1) - self.negatives
-        u = jnp.sum(self.positives * (neg_below + self.negatives / 2), axis=-1)
-        total = jnp.sum(self.positives, axis=-1) * jnp.sum(self.negatives, axis=-1)
+        positives, negatives = as_float(self.positives, self.negatives)
+        neg_below = jnp.cumsum(negatives, axis=-1) - negatives
+        u = jnp.sum(positives * (neg_below + negatives / 2), axis=-1)
+        total = jnp.sum(positives, axis=-1) * jnp.sum(negatives, axis=-1)
         return ratio(u, total)
 
     def curve(self) -> tuple[Array, Array, Array]:
@@ -303,8 +323,9 @@ class RocHistogram(NamedTuple):
         Thresholds decrease from the last bin's lower edge to the first (rates increase);
         a leading ``+inf`` threshold gives the (0, 0) point.
         """
-        tp = jnp.cumsum(self.positives[..., ::-1], axis=-1)
-        fp = jnp.cumsum(self.negatives[..., ::-1], axis=-1)
+        positives, negatives = as_float(self.positives, self.negatives)
+        tp = jnp.cumsum(positives[..., ::-1], axis=-1)
+        fp = jnp.cumsum(negatives[..., ::-1], axis=-1)
         zero = jnp.zeros(tp.shape[:-1] + (1,), tp.dtype)
         tpr = ratio(jnp.concatenate([zero, tp], -1), tp[..., -1:])
         fpr = ratio(jnp.concatenate([zero, fp], -1), fp[..., -1:])
@@ -330,7 +351,8 @@ def roc_histogram(
         Scores below the first or above the last edge go to the first or last bin.
 
     Returns:
-      ``RocHistogram`` with ``(points..., B)`` weights (float) per class.
+      ``RocHistogram`` with ``(points..., B)`` counts per class (int32), or summed
+      weights (float) when ``weights`` are given.
     """
     edges = _edges(bins)
     n_bins = edges.shape[0] - 1
@@ -341,12 +363,13 @@ def roc_histogram(
     else:
         index = jnp.searchsorted(edges, s, side="right").astype(jnp.int32) - 1
     index = jnp.clip(index, 0, n_bins - 1)
-    w = jnp.where(jnp.isnan(s), 0, 1 if w is None else w).astype(s.dtype)
+    counted = jnp.int32 if w is None else s.dtype
+    w = jnp.where(jnp.isnan(s), 0, 1 if w is None else w).astype(counted)
     # One scatter-add fills both histograms of every point: slot = (point, bin, label).
     n_points = math.prod(points)
     point = jnp.arange(n_points, dtype=jnp.int32).reshape(*points, 1)
     slot = (point * n_bins + index) * 2 + positive.astype(jnp.int32)
-    counts = jnp.zeros(n_points * n_bins * 2, s.dtype).at[slot.reshape(-1)].add(w.reshape(-1))
+    counts = jnp.zeros(n_points * n_bins * 2, counted).at[slot.reshape(-1)].add(w.reshape(-1))
     counts = counts.reshape(*points, n_bins, 2)
     return RocHistogram(counts[..., 1], counts[..., 0], edges)
 

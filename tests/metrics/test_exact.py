@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
+from sklearn.metrics import roc_auc_score
 
 import climml.metrics as cm
 
@@ -196,3 +197,21 @@ def test_float64_inputs_stay_float64_under_x64():
         assert got.dtype == np.float64
         np.testing.assert_allclose(got, np.corrcoef(x, y)[0, 1], rtol=1e-12)
         assert cm.rmse(x, y).dtype == np.float64
+
+
+def test_exact_auc_of_a_million_tied_samples_equals_sklearn():
+    # Beyond 46340 samples the rank sums leave int32; tied pairs then number ~1e11.
+    rng = np.random.default_rng(7)
+    labels = rng.random(2**20) < 0.4
+    scores = np.round(rng.normal(size=labels.size) + labels, 1).astype(np.float32)
+    np.testing.assert_allclose(cm.roc_auc(scores, labels), roc_auc_score(labels, scores), rtol=1e-6)
+
+
+def test_histogram_counts_past_float32_integers():
+    # 2**24 + 3 samples in one bin: float32 counts would stop at 2**24.
+    n = 2**24 + 3
+    labels = np.zeros(n, bool)
+    labels[:5] = True
+    hist = cm.roc_histogram(np.full(n, 0.25, np.float32), labels, bins=2)
+    np.testing.assert_array_equal(hist.negatives, [n - 5, 0])
+    np.testing.assert_array_equal(hist.positives, [5, 0])
