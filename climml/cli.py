@@ -106,7 +106,8 @@ def _keys(keys: list[str]) -> str:
 def _quiet_third_parties() -> None:
     """Silence known third-party chatter the user cannot act on, for the CLI only (a library
     user keeps their own logging and warning settings): absl/orbax INFO logging about
-    checkpoint managers, and zarr's warnings about its v3 format and codecs."""
+    checkpoint managers, and zarr's warnings about its v3 format (consolidated metadata, codecs,
+string dtypes)."""
     for name in ("absl", "orbax", "orbax.checkpoint", "jax._src.xla_bridge"):
         logging.getLogger(name).setLevel(logging.ERROR)
     try:
@@ -115,7 +116,7 @@ def _quiet_third_parties() -> None:
         absl_logging.set_verbosity(absl_logging.ERROR)
     except ImportError:
         pass
-    warnings.filterwarnings("ignore", module=r"zarr(\..*)?$")
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"zarr(\..*)?$")
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"orbax(\..*)?$")
 
 
