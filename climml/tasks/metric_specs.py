@@ -24,6 +24,9 @@ Names and parameters (``PARAMS``; which task scores which is in each task's ``SU
 Result keys in ``metrics.json``: the name (``rmse``), ``<name>@<threshold>`` (``csi@0.5``),
 ``fss@<threshold>/<scale>`` (``fss@1/3``), and with ``bootstrap`` the interval ends
 ``<key>:p<percentile>`` (``rmse:p5``, ``rmse:p95`` for ``ci: 0.9``).
+
+The tasks turn specs into ``Score`` functions (pure jnp, so that they can be bootstrapped) and
+evaluate them with a ``Scorer``; ``grid_weights`` gives the ``eval.area_weighting`` weights.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ import xarray as xr
 
 from climml.config import _convert_dataclass
 from climml.errors import ConfigError, expected
-from climml.metrics import bootstrap as _bootstrap
+from climml.metrics.bootstrap import bootstrap
 from climml.metrics.categorical import COMPARISONS
 from climml.metrics.xr import WEIGHTINGS, latitude_dim, latitude_weights
 
@@ -262,7 +265,7 @@ class Scorer:
                 boot = self.boot
 
                 def interval(key, *arrays):
-                    return _bootstrap(
+                    return bootstrap(
                         fused,
                         *arrays,
                         n=boot.n,

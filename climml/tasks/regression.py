@@ -34,7 +34,7 @@ import numpy as np
 import xarray as xr
 
 from climml import metrics as cm_metrics
-from climml.errors import ConfigError, expected
+from climml.errors import ConfigError
 from climml.metrics.categorical import COMPARISONS
 from climml.models.linear import check_baseline, make_baseline
 from climml.tasks import metric_specs
@@ -70,8 +70,10 @@ def check_data(cfg: Any, raw: xr.Dataset) -> None:
     space = [d for d in target.dims if d != "time"]
     for spec in metric_specs.parse(cfg.eval.metrics):
         if spec.name == "fss" and len(space) != 2:
-            want = f"a target on a 2-D grid (data.target {cfg.data.target!r} has dims {space})"
-            raise ConfigError(expected(f"{spec.path}.fss", want, "another shape"))
+            raise ConfigError(
+                f"{spec.path}.fss: needs a target on a 2-D grid; data.target"
+                f" {cfg.data.target!r} has dims {space}"
+            )
 
 
 def evaluate(exp: Any, model: Any, workdir: Path) -> dict:

@@ -116,7 +116,8 @@ def test_bad_entries_are_config_errors_naming_the_path(path, override, message):
 
 def test_fss_on_a_point_target_fails_before_training(tmp_path):
     cfg = config.load(QUICKSTART, overrides=["eval.metrics=[rmse, {fss: {thresholds: [1]}}]"])
-    with pytest.raises(ConfigError, match=r"^eval.metrics\[1\].fss: expected a target on a 2-D"):
+    message = r"^eval.metrics\[1\].fss: needs a target on a 2-D grid; data.target 'nino34'"
+    with pytest.raises(ConfigError, match=message + r" has dims \[\]"):
         pipeline.run(cfg, tmp_path / "run")
     assert not (tmp_path / "run").exists()
 
