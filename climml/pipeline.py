@@ -185,6 +185,12 @@ class TrainedModel:
         self.eval_def = graphdefs(model)[1]
         self._predict = make_predict(self.eval_def)
 
+    @classmethod
+    def from_module(cls, model: nnx.Module) -> TrainedModel:
+        """Wrap ``model`` with its current parameters (e.g. after ``climml.train.fit``)."""
+        _, params, rest = nnx.split(model, nnx.Param, ...)
+        return cls(model, FitResult(params, rest, history=[], stopped_early=False))
+
     def predict(self, batch: Any) -> np.ndarray:
         return np.asarray(self._predict(self.params, self.rest, batch.x))
 
@@ -197,12 +203,27 @@ class TrainedModel:
 def evaluate(cfg: Config, workdir: str | Path, exp: Experiment | None = None) -> dict:
     """Score the trained model and baselines on ``cfg.eval.split``; writes metrics.json etc."""
     from climml import tasks
+    from climml.models.linear import model_beats
 
     exp = exp or prepare(cfg)
     workdir = Path(workdir)
     metrics = _finite(tasks.get(cfg.eval.task).evaluate(exp, trained_model(exp, workdir), workdir))
-    write_json(workdir / "metrics.json", metrics)
-    return metrics
+    beats = model_beats(metrics)
+    if beats:
+        metrics["model_beats"] = beats
+    return merge_metrics(workdir, metrics)
+
+
+def merge_metrics(workdir: Path, new: dict) -> dict:
+    """Merge ``new`` into ``workdir/metrics.json`` per predictor (so evaluating again keeps the
+    explain stage's importance entries and vice versa); writes and returns the merged dict."""
+    path = workdir / "metrics.json"
+    merged = json.loads(path.read_text()) if path.is_file() else {}
+    for key, values in new.items():
+        old = merged.get(key)
+        merged[key] = {**old, **values} if isinstance(old, dict) else values
+    write_json(path, merged)
+    return merged
 
 
 @_native_switch
@@ -218,6 +239,7 @@ def explain(cfg: Config, workdir: str | Path, exp: Experiment | None = None) -> 
     workdir = Path(workdir)
     summary = stage.explain_run(exp, trained_model(exp, workdir), workdir)
     write_json(workdir / "importance.json", summary)
+    merge_metrics(workdir, summary)
     return summary
 
 
@@ -246,9 +268,8 @@ def run(cfg: Config, workdir: str | Path | None = None) -> RunResult:
     result = train(cfg, workdir, exp)
     metrics = evaluate(cfg, workdir, exp)
     if cfg.eval.explain.enabled:
-        for predictor, values in explain(cfg, workdir, exp).items():
-            metrics.setdefault(predictor, {}).update(values)
-        write_json(workdir / "metrics.json", metrics)
+        explain(cfg, workdir, exp)  # merged into metrics.json
+        metrics = json.loads((workdir / "metrics.json").read_text())
     if cfg.output.plots:
         from climml.viz.plots import plot_loss_curve
 
@@ -316,11 +337,48 @@ def _json_default(value: Any) -> Any:
 def predict(
     cfg: Config, workdir: str | Path, *, split: str = "test", output: str | Path | None = None
 ) -> Path:
-    """Write the trained model's output for ``split`` to a zarr store; returns its path."""
+    """Write the trained model's output for ``split``; returns the path written.
+
+    The format follows the suffix of ``output``: ``.nc`` netCDF, ``.zarr`` a zarr store (the
+    default, ``WORKDIR/predictions_SPLIT.zarr``); any other is a ``ConfigError`` naming
+    ``--output``, raised before any work.
+    """
+    path = Path(output) if output else Path(workdir) / f"predictions_{split}.zarr"
+    writers = {".nc": "to_netcdf", ".zarr": "to_zarr"}
+    if path.suffix not in writers:
+        raise ConfigError(expected("--output", "a path ending in .nc or .zarr", str(path)))
+    exp = prepare(cfg)
+    predictions = forecast(trained_model(exp, workdir), exp, split=split)
+    if path.suffix == ".zarr":
+        predictions.to_zarr(path, mode="w")
+    else:
+        predictions.to_netcdf(path)
+    return path
+
+
+def forecast(model: Any, exp: Experiment, *, split: str = "test") -> xr.Dataset:
+    """The output of ``model`` on ``split`` of a prepared experiment, as an ``xr.Dataset``.
+
+    ``model`` is a trained ``nnx.Module`` (e.g. after ``climml.train.fit``) or a
+    ``TrainedModel``. The dataset is in the target's physical units with the input's
+    coordinates (``time`` = initialization time, target grid), ``lead`` in time steps and
+    ``lead_time`` as a timedelta: over ``lead`` when every initialization has the same
+    ``valid_time - time`` (daily data), else over ``(time, lead)`` (calendar months differ in
+    length). Exported as ``climml.predict``.
+    """
     from climml import tasks
 
-    exp = prepare(cfg)
-    predictions = tasks.get(cfg.eval.task).predict(exp, trained_model(exp, workdir), split)
-    path = Path(output) if output else Path(workdir) / f"predictions_{split}.zarr"
-    predictions.to_zarr(path, mode="w")
-    return path
+    if isinstance(model, nnx.Module):
+        model = TrainedModel.from_module(model)
+    return with_lead_time(tasks.get(exp.cfg.eval.task).predict(exp, model, split))
+
+
+def with_lead_time(ds: xr.Dataset) -> xr.Dataset:
+    """``ds`` with a timedelta ``lead_time`` coordinate (``valid_time - time``), 1-D over
+    ``lead`` when it does not vary with ``time``; unchanged without ``valid_time``."""
+    if "valid_time" not in ds.coords or "lead_time" in ds.coords:
+        return ds
+    delta = ds["valid_time"] - ds["time"]
+    if bool((delta == delta.isel(time=0)).all()):
+        delta = delta.isel(time=0, drop=True)
+    return ds.assign_coords(lead_time=delta.variable)
