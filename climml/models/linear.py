@@ -227,14 +227,17 @@ def model_beats(
     """``{baseline: {metric: {key: bool}}}``: whether ``model`` scores strictly better than each
     other predictor in ``scores`` (``{predictor: {metric: {key (lead, class): value}}}``).
 
-    Only metrics with a known orientation (``ORIENTATION``) are compared, and only keys where
-    both values are defined (a constant forecast has no correlation). Ties do not beat.
+    Only metrics with a known orientation (``ORIENTATION``) are compared, bootstrap bounds
+    (``rmse:p10``) are not, and only keys where both values are defined (a constant forecast
+    has no correlation). Ties do not beat.
     """
     out: dict[str, dict[str, dict[str, bool]]] = {}
     for baseline, theirs in scores.items():
         if baseline == model or not isinstance(theirs, dict):
             continue
         for metric, ours in scores.get(model, {}).items():
+            if ":" in metric:  # a bootstrap bound (``rmse:p10``), not a score
+                continue
             sign = ORIENTATION.get(metric.split("@")[0])
             if (
                 sign is None
