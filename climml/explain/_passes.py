@@ -16,6 +16,9 @@ How the candidates are batched is set by ``chunk_size`` (candidate evaluations i
   wasted evaluation. On CPU this is the fastest form: a single candidate's activations stay in
   cache, where one vmap over the 20 candidates of a 20,000-sample MLP ran 8x slower
   (benchmarks/RESULTS.md).
+
+A ``predict_fn`` that JAX cannot trace (NumPy, scikit-learn) gets ``build_python_fns``: the same
+permutations and outputs, one Python call per candidate.
 """
 
 from __future__ import annotations
