@@ -10,7 +10,7 @@ turns it off again; the innermost block wins over the environment.
 
 :func:`lstm_supported` says whether a layer traced now uses the kernel: asked for, float32, hidden
 size a multiple of 16, traced for the CPU backend, and the kernel built for this CPU
-(:mod:`climml.native.build`: x86-64 with AVX2 or AVX-512, and a C++ compiler). When it is asked
+(:mod:`climml.native.build`: x86-64 with AVX-512, and a C++ compiler). When it is asked
 for but the machine cannot serve it, one warning per process gives the reason and every layer uses
 the XLA path. The choice is made when a function is traced: a jitted function already traced
 keeps the path it was traced with. With several devices a batch sharded over them stays sharded:

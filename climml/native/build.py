@@ -5,15 +5,15 @@ Nothing here runs unless the kernels are asked for (:mod:`climml.native`: ``CLIM
 against the XLA FFI header that ships inside ``jaxlib``, so the only build requirement is a C++
 compiler (``$CXX``, else ``c++`` / ``g++`` / ``clang++``).
 
-The library is built for an explicit instruction set chosen from the CPU's features
-(:func:`isa_flags`: AVX-512 or AVX2 with FMA on x86-64), not ``-march=native``, so every machine
-with the same features runs the same code. Other CPUs (SSE-only x86-64, aarch64) are declined:
-the source compiles there but is neither tuned nor tested. The library goes into
-``$CLIMML_CACHE`` (default ``~/.cache/climml``) under a name that hashes the source, the flags,
-the compiler and jaxlib's version, so a change to any of them rebuilds it and a cache shared
-between machines hands each the library for its own instruction set. It is written to a
-temporary file and renamed, so concurrent first uses and interrupted builds never leave a
-half-written library behind.
+The library is built for an explicit instruction set (:func:`isa_flags`: AVX-512 on x86-64), not
+``-march=native``, so every machine with those features runs the same code. Other CPUs are
+declined: the source compiles for AVX2, but there GCC moves the kernel's 16-float vectors through
+the stack and it ran ~20x slower than the XLA path (benchmarks/RESULTS.md); it compiles for
+aarch64 too, untested. The library goes into ``$CLIMML_CACHE`` (default ``~/.cache/climml``)
+under a name that hashes the source, the flags, the compiler and jaxlib's version, so a change to
+any of them rebuilds it and a cache shared between machines never hands one a library it cannot
+run. It is written to a temporary file and renamed, so concurrent first uses and interrupted
+builds never leave a half-written library behind.
 
 :func:`load` returns False when the kernels cannot be had here, with the reason in
 :data:`reason`; callers then use their XLA path.
@@ -40,7 +40,8 @@ FLAGS = ("-O3", "-std=c++20", "-shared", "-fPIC", "-pthread")
 
 TARGETS = {"climml_lstm_forward": "ClimmlLstmForward", "climml_lstm_backward": "ClimmlLstmBackward"}
 
-# -mavx512f implies AVX2 and FMA to the compiler; they are listed for the reader.
+# -mavx512f implies AVX2 and FMA to the compiler; they are listed for the reader. The AVX2 flags
+# are kept to check that the source still compiles for them (tests/models/test_native_lstm.py).
 _AVX512 = ("-mavx2", "-mfma", "-mavx512f")
 _AVX2 = ("-mavx2", "-mfma")
 
@@ -75,21 +76,15 @@ def _cpu_flags() -> set[str]:
 
 
 def isa_flags() -> tuple[str, ...] | str:
-    """The instruction-set flags to build with, or why this CPU is declined.
-
-    AVX-512 where the CPU has it (one 16-float vector per register), else AVX2 with FMA (two
-    registers per vector). Both builds compute the same floats: the same operations, FMA
-    contraction in both.
-    """
+    """The instruction-set flags to build with (AVX-512: one 16-float vector per register), or
+    why this CPU is declined. An AVX2 build computes the same floats, bit for bit, but slowly."""
     machine = platform.machine().lower()
     if machine not in ("x86_64", "amd64"):
         return f"the kernel is built for x86-64 CPUs only (this one is {machine or 'unknown'})"
     flags = _cpu_flags()
     if {"avx512f", "avx2", "fma"} <= flags:
         return _AVX512
-    if {"avx2", "fma"} <= flags:
-        return _AVX2
-    return "the CPU lacks AVX2 and FMA (x86-64-v3), which the kernel needs"
+    return "the CPU lacks AVX-512, which the kernel needs to be faster than the XLA path"
 
 
 def _library_path(compiler: str, flags: tuple[str, ...]) -> Path:

@@ -36,8 +36,9 @@ namespace ffi = xla::ffi;
 namespace {
 
 // ---------------------------------------------------------------------------------------------
-// 16-float vectors (GCC vector extensions: AVX-512 registers where the CPU has them, pairs of
-// AVX registers otherwise).
+// 16-float vectors (GCC vector extensions): one AVX-512 register each. The source also compiles
+// for AVX2 (pairs of registers), where GCC moves much of the vector arithmetic through the stack
+// (~20x slower than the XLA path), and for aarch64 (untested); build.py builds for AVX-512 only.
 
 typedef float vec __attribute__((vector_size(64)));
 constexpr int kLanes = 16;
