@@ -230,7 +230,8 @@ def _align(named: Mapping[str, DataLike | None], align: str) -> list[DataLike]:
     except ValueError as err:
         raise DataError(f"{', '.join(named)}: cannot align ({str(err).splitlines()[0]})") from None
     if align == "inner":
-        for d, size in aligned[0].sizes.items():
+        sizes = {d: size for data in aligned for d, size in data.sizes.items()}
+        for d, size in sizes.items():
             if size == 0 and any(data.sizes.get(d, 0) for data in named.values()):
                 spans = " vs ".join(
                     f"{k} {_span(v.indexes[d])}" for k, v in named.items() if d in v.indexes

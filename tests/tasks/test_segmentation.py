@@ -121,8 +121,8 @@ def test_unet_learns_cyclones_far_better_than_all_background():
         batch["x"] = jnp.asarray(x_train[idx])
         state, loss = step(state, batch, jax.random.key(i))
     pred = make_predict(eval_def)(state.params, state.rest, jnp.asarray(x_test)).argmax(-1)
-    cyclone_iou = float(iou(pred, y_test, 3)[1])
-    trivial = float(iou(jnp.zeros_like(pred), y_test, 3)[1])
+    cyclone_iou = float(iou(pred, y_test, num_classes=3)[1])
+    trivial = float(iou(jnp.zeros_like(pred), y_test, num_classes=3)[1])
     assert trivial == 0.0
     assert cyclone_iou > 0.3, cyclone_iou
 
