@@ -8,16 +8,16 @@ sequences per second, ``batch / seconds per step``, timed over blocks of steps t
 between the contenders (so load from other processes on a shared machine hits all alike); the
 best block of each is reported. The peer is torch at its best thread count.
 
-Contenders: ``climml`` (``climml.models.rnn``; on CPU a float32 LSTM layer runs in climml's C++
-kernel, ``climml/native/lstm_cpu.cc``: a fused pass per tile of batch rows and step, rows split
-across XLA's threads, every step's gates kept for short sequences and recomputed chunk by chunk
-in the backward pass for long ones; the GRU runs the XLA path of ``climml.models._recurrence``:
-hoisted input projection, custom-VJP backpropagation through time that keeps pre-activations or
-recomputes them per chunk);
-``climml-xla`` (the same model traced with the kernel disabled, LSTM only, to show what the
-kernel is worth); ``jax-scan`` (the textbook JAX LSTM a user would write: hoisted projection,
+Contenders: ``climml`` (``climml.models.rnn`` as it runs by default: the pure-XLA path of
+``climml.models._recurrence``, hoisted input projection, custom-VJP backpropagation through time
+that keeps pre-activations or recomputes them per chunk; the same numbers on every machine);
+``climml-native`` (LSTM only: the same model with the opt-in C++ kernel, ``CLIMML_NATIVE=1`` or
+``train.native_lstm: true``, ``climml/native/lstm_cpu.cc``: a fused pass per tile of batch rows
+and step, rows split across XLA's threads; absent where the kernel is declined, the reason is
+printed); ``jax-scan`` (the textbook JAX LSTM a user would write: hoisted projection,
 ``jax.nn.sigmoid`` gates, ``lax.scan``, autodiff); ``torch/N`` (``torch.nn.LSTM`` eager, N
-threads). Compile time is XLA's for climml's train step (torch has none).
+threads). The ratios are climml's throughput over the best torch's, for the default path and the
+kernel. Compile time is XLA's for climml's train step (torch has none).
 
     python benchmarks/rnn.py            # batch 64, 2 x 64 hidden, 32 and 256 steps
     python benchmarks/rnn.py --quick    # small smoke run
@@ -143,14 +143,18 @@ def torch_trainer(cell: str, batch: int, steps: int, hidden: int, layers: int, t
     return run
 
 
-def compare(args, steps: int, block: int) -> dict:
+def compare(args, steps: int, block: int, kernel: bool) -> dict:
     """Best sequences/s of every contender at one sequence length, in alternating blocks."""
     sizes = (args.batch, steps, args.hidden, args.layers)
-    compile_s, ours = climml_trainer(args.cell, *sizes)
-    runners = {"climml": ours}
+    with native.disabled():  # the default path, whatever CLIMML_NATIVE says
+        compile_s, runners = {}, {}
+        compile_s["climml"], runners["climml"] = climml_trainer(args.cell, *sizes)
     if args.cell == "lstm":  # the kernel and the textbook contender are LSTM-only
-        with native.disabled():
-            runners["climml-xla"] = climml_trainer(args.cell, *sizes)[1]
+        if kernel:
+            with native.enabled():
+                compile_s["climml-native"], runners["climml-native"] = climml_trainer(
+                    args.cell, *sizes
+                )
         runners["jax-scan"] = plain_jax_trainer(*sizes)[1]
     for threads in args.torch_threads:
         runners[f"torch/{threads}"] = torch_trainer(args.cell, *sizes, threads)
@@ -163,8 +167,8 @@ def compare(args, steps: int, block: int) -> dict:
                 rates[name].append(args.batch * block / (time.perf_counter() - start))
     best = {name: max(values) for name, values in rates.items()}
     peer = max((n for n in best if n.startswith("torch")), key=best.get)
-    ratio = best["climml"] / best[peer]
-    return {"compile_s": compile_s, "best": best, "peer": peer, "ratio": ratio}
+    ratios = {n: best[n] / best[peer] for n in compile_s}
+    return {"compile_s": compile_s, "best": best, "peer": peer, "ratios": ratios}
 
 
 def main() -> None:
@@ -188,17 +192,22 @@ def main() -> None:
           f"torch {torch.__version__}")  # fmt: skip
     print(f"# {args.cell}, batch {args.batch}, {args.layers} layers x {args.hidden} hidden, "
           f"{FEATURES} features, Adam, best of {args.repeats} blocks")  # fmt: skip
-    kernel = "on" if native.build.load() else f"off ({native.build.reason})"
-    print(f"# climml's native CPU LSTM kernel: {kernel}")
-    names = ["climml"] + ["climml-xla", "jax-scan"] * (args.cell == "lstm")
-    names += [f"torch/{t}" for t in args.torch_threads]
+    kernel = args.cell == "lstm" and native.build.load()
+    status = "measured" if kernel else f"not measured ({native.build.reason or 'GRU'})"
+    print(f"# climml default: pure XLA; opt-in native C++ LSTM kernel: {status}")
+    ours = ["climml"] + ["climml-native"] * kernel
+    names = ours + ["jax-scan"] * (args.cell == "lstm") + [f"torch/{t}" for t in args.torch_threads]
     header = " ".join(f"{n + ' seq/s':>15}" for n in names)
-    print(f"{'steps':>6} {header} {'ratio':>7} {'vs':>8} {'compile s':>10}")
+    ratios = " ".join(f"{n + ' x':>15}" for n in ours)
+    compiles = " ".join(f"{n + ' compile s':>15}" for n in ours)
+    print(f"{'steps':>6} {header} {ratios} {'vs':>8} {compiles}")
     for steps in args.steps:
         block = 2 if args.quick else max(2, 2048 // steps)
-        r = compare(args, steps, block)
+        r = compare(args, steps, block, kernel)
         rates = " ".join(f"{r['best'][n]:>15.0f}" for n in names)
-        print(f"{steps:>6} {rates} {r['ratio']:>6.2f}x {r['peer']:>8} {r['compile_s']:>10.2f}")
+        ratios = " ".join(f"{r['ratios'][n]:>14.2f}x" for n in ours)
+        compiles = " ".join(f"{r['compile_s'][n]:>15.2f}" for n in ours)
+        print(f"{steps:>6} {rates} {ratios} {r['peer']:>8} {compiles}")
 
 
 if __name__ == "__main__":
