@@ -95,10 +95,14 @@ def latitude_weights(data: DataLike, /, *, kind: str = "cell_area", normalize: b
     """
     if kind not in WEIGHTINGS:
         raise ConfigError(expected("kind", f"one of {list(WEIGHTINGS)}", repr(kind)))
-    if isinstance(data, xr.DataArray) and data.ndim == 1 and latitude_dim(data) is None:
-        lat = data  # the latitude coordinate itself, whatever its name
+    dim = latitude_dim(data)
+    if (
+        isinstance(data, xr.DataArray)
+        and data.ndim == 1
+        and (dim is None or dim not in data.coords)
+    ):
+        lat = data  # the latitudes themselves, whatever the name of their dimension
     else:
-        dim = latitude_dim(data)
         if dim is None:
             want = f"a dimension named one of {list(LATITUDE_NAMES)}"
             raise DataError(expected("latitude", want, f"dims {list(data.dims)}"))

@@ -182,6 +182,8 @@ def test_cell_area_weights_are_sphere_fractions():
     ds = xr.Dataset({"lat_bnds": (("lat", "nv"), bounds)}, coords={"lat": ("lat", [-45.0, 15.0])})
     ds.lat.attrs["bounds"] = "lat_bnds"
     np.testing.assert_allclose(cm.xr.latitude_weights(ds, normalize=False), [0.5, 0.25])
+    bare = xr.DataArray(lat.values, dims="lat")  # latitudes without a coordinate
+    np.testing.assert_array_equal(cm.xr.latitude_weights(bare, normalize=False), global_)
     cos = cm.xr.latitude_weights(lat, kind="cos")
     np.testing.assert_allclose(cos, np.cos(np.deg2rad(lat)) / np.cos(np.deg2rad(lat)).mean())
     with pytest.raises(DataError, match="latitude"):

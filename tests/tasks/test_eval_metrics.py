@@ -122,6 +122,21 @@ def test_fss_on_a_point_target_fails_before_training(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_grid_weights_follow_eval_area_weighting():
+    grid = xr.DataArray(
+        np.zeros((2, 3, 4)), dims=("time", "lat", "lon"), coords={"lat": [-60.0, 0.0, 60.0]}
+    )
+    cfg = config.load(QUICKSTART, overrides=["eval.area_weighting=cos"])
+    weights = metric_specs.grid_weights(cfg, grid)
+    assert weights.shape == (3, 1)
+    np.testing.assert_allclose(weights[:, 0], np.array([0.5, 1.0, 0.5]) / (2 / 3))
+    assert metric_specs.grid_weights(cfg, grid.isel(lat=0, lon=0, drop=True)) is None  # a series
+    none = config.load(QUICKSTART, overrides=["eval.area_weighting=none"])
+    assert metric_specs.grid_weights(none, grid) is None
+    with pytest.raises(ConfigError, match="^eval.area_weighting: expected 'none' for a target"):
+        metric_specs.grid_weights(cfg, grid.rename(lat="y"))
+
+
 # --------------------------------------------------------------------------- task aggregation
 
 
