@@ -105,7 +105,7 @@ def season_index(time: np.ndarray | None) -> tuple[str, np.ndarray]:
     step_days = float(np.median(np.diff(index.values) / np.timedelta64(1, "D")))
     if step_days < 27:
         after_feb = (~index.is_leap_year) & (index.month > 2)
-        return "dayofyear", np.asarray(index.dayofyear - 1 + after_feb, np.int64)
+        return "dayofyear", np.asarray(index.day_of_year - 1 + after_feb, np.int64)
     if step_days <= 32:
         return "month", np.asarray(index.month - 1, np.int64)
     return "none", np.zeros(len(index), np.int64)
