@@ -11,6 +11,9 @@ exclude jit compilation (printed separately); numba peers are warmed up the same
    ``roc_auc_score`` and xskillscore's ``roc`` (exact "continuous" mode, and 100 bins).
 3. CSI at 10 thresholds on a (time, lat, lon) cube, per grid point: xskillscore's
    ``Contingency(...).threat_score()`` (one call per threshold, as a user would write it).
+4. Correlation and RMSE of a float32 (time, lat, lon) cube of kelvin temperatures, over the
+   whole cube (latitude-weighted) and per grid point: xskillscore's ``pearson_r`` and
+   ``rmse``. Besides the time, each row prints the relative error against float64 NumPy.
 """
 
 from __future__ import annotations
@@ -197,11 +200,60 @@ def bench_contingency(shape: tuple[int, int, int], repeats: int) -> None:
     print(f"  -> climml vs xskillscore: x{seconds / t_ours:.1f} (target >= 10)")
 
 
+def bench_continuous(shape: tuple[int, int, int], repeats: int) -> None:
+    print(f"\nCorrelation and RMSE, float32 (time, lat, lon) = {shape} at 280 K")
+    rng = np.random.default_rng(3)
+    obs = (280 + rng.normal(size=shape)).astype(np.float32)
+    fcst = (obs + rng.normal(0.3, 0.7, size=shape)).astype(np.float32)
+    lat = np.linspace(-89, 89, shape[1])
+    w = np.broadcast_to(np.asarray(cm.latitude_weights(lat), np.float32)[:, None], shape[1:])
+    f, o, wj = jnp.asarray(fcst), jnp.asarray(obs), jnp.asarray(w)
+    dims = ("time", "lat", "lon")
+    fc_da, obs_da = xr.DataArray(fcst, dims=dims), xr.DataArray(obs, dims=dims)
+    w_da = xr.DataArray(np.broadcast_to(w, shape), dims=dims)
+    f64, o64 = fcst.astype(np.float64), obs.astype(np.float64)
+
+    def exact_corr(axis):
+        w64 = np.broadcast_to(w, shape) if axis is None else np.ones(shape)
+        mean_f = np.average(f64, axis=axis, weights=w64, keepdims=True)
+        mean_o = np.average(o64, axis=axis, weights=w64, keepdims=True)
+        fa, oa = f64 - mean_f, o64 - mean_o
+        cov = np.sum(w64 * fa * oa, axis=axis)
+        return cov / np.sqrt(np.sum(w64 * fa**2, axis=axis) * np.sum(w64 * oa**2, axis=axis))
+
+    def exact_rmse(axis):
+        w64 = np.broadcast_to(w, shape) if axis is None else np.ones(shape)
+        return np.sqrt(np.average((f64 - o64) ** 2, axis=axis, weights=w64))
+
+    def compare(name, ours_fn, peer, want, axis, dim, label) -> None:
+        # Per grid point the latitude weight is one constant per series: unweighted there.
+        weights, peer_weights = (wj, w_da) if axis is None else (None, None)
+        ours_jit = jax.jit(lambda f, o: ours_fn(f, o, axis=axis, weights=weights))
+        compile_time(lambda: ours_jit(f, o))
+        t_ours, ours = best_time(lambda: ours_jit(f, o), repeats)
+        t_peer, theirs = best_time(
+            lambda: peer(fc_da, obs_da, dim=dim, weights=peer_weights).values, max(1, repeats // 2)
+        )
+        err_ours = float(np.max(np.abs(np.asarray(ours) / want - 1)))
+        err_peer = float(np.max(np.abs(np.asarray(theirs) / want - 1)))
+        report(f"climml {name}, {label}", t_ours, t_ours)
+        report(f"xskillscore {name}, {label}", t_peer, t_ours)
+        print(f"    max relative error vs float64: climml {err_ours:.1e}, peer {err_peer:.1e}")
+
+    for axis, dim, label in ((None, None, "whole cube"), (0, "time", "per grid point")):
+        compare(
+            "correlation", cm.correlation, xskillscore.pearson_r, exact_corr(axis), axis, dim, label
+        )
+        compare("rmse", cm.rmse, xskillscore.rmse, exact_rmse(axis), axis, dim, label)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes for a smoke run")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per row (best kept)")
-    parser.add_argument("--only", choices=["crps", "auc", "contingency"], help="one section")
+    parser.add_argument(
+        "--only", choices=["crps", "auc", "contingency", "continuous"], help="one section"
+    )
     args = parser.parse_args()
     print(
         f"climml.metrics benchmark, {datetime.datetime.now():%Y-%m-%d %H:%M}, "
@@ -218,6 +270,8 @@ def main() -> None:
             bench_auc(10_000, 2_000, repeats, xs_points=2)
     if args.only in (None, "contingency"):
         bench_contingency((20, 30, 40) if args.quick else (365, 90, 180), repeats)
+    if args.only in (None, "continuous"):
+        bench_continuous((20, 30, 40) if args.quick else (365, 90, 180), repeats)
 
 
 if __name__ == "__main__":
