@@ -290,8 +290,8 @@ def _mann_whitney(value: Array, w_pos: Array, w_neg: Array) -> Array:
     # neg_before is non-decreasing, so a running max of its group-start values gives, at
     # every position, the value at the start of the current group.
     neg_before_group = lax.cummax(jnp.where(starts_group, neg_before, 0))
-    u = jnp.sum(w_pos * (neg_before + neg_before_group)) / 2
-    return ratio(u, jnp.sum(w_pos) * jnp.sum(w_neg))
+    twice_u, pos, neg = sum_together([w_pos * (neg_before + neg_before_group), w_pos, w_neg], None)
+    return ratio(twice_u / 2, pos * neg)
 
 
 class RocHistogram(NamedTuple):

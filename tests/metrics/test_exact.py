@@ -205,6 +205,9 @@ def test_exact_auc_of_a_million_tied_samples_equals_sklearn():
     labels = rng.random(2**20) < 0.4
     scores = np.round(rng.normal(size=labels.size) + labels, 1).astype(np.float32)
     np.testing.assert_allclose(cm.roc_auc(scores, labels), roc_auc_score(labels, scores), rtol=1e-6)
+    w = rng.random(labels.size).astype(np.float32)
+    want = roc_auc_score(labels, scores, sample_weight=w)
+    np.testing.assert_allclose(cm.roc_auc(scores, labels, weights=w), want, rtol=1e-5)
 
 
 def test_histogram_counts_past_float32_integers():
