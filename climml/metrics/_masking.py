@@ -235,8 +235,10 @@ def _reduce(arrays: Sequence[Array], dims: tuple[int, ...]) -> tuple[Array, ...]
 
 def static_axis(axis: Axis) -> int | tuple[int, ...] | None:
     """``axis`` in a hashable form, for a ``jit`` static argument (lists become tuples)."""
-    if axis is None or isinstance(axis, int):
-        return axis
+    if axis is None:
+        return None
+    if isinstance(axis, int | np.integer):
+        return int(axis)
     return tuple(int(a) for a in axis)
 
 
@@ -244,7 +246,8 @@ def reduced_dims(axis: Axis, ndim: int) -> tuple[int, ...]:
     """``axis`` as sorted non-negative dims (``None``: all of them)."""
     if axis is None:
         return tuple(range(ndim))
-    return tuple(sorted({a % ndim for a in ((axis,) if isinstance(axis, int) else axis)}))
+    axes = (axis,) if isinstance(axis, int | np.integer) else axis
+    return tuple(sorted({int(a) % ndim for a in axes}))
 
 
 def merge(stacked: T) -> T:

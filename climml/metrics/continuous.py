@@ -36,6 +36,7 @@ from climml.metrics._masking import (
     check_pair,
     point_weights,
     ratio,
+    reduced_dims,
     static_axis,
     sum_together,
     valid_mask,
@@ -170,11 +171,13 @@ class Comoments(NamedTuple):
         """
         # sqrt of each factor: their product can overflow float32 (W ~ 1e8, x ~ 5e4).
         if centered:
-            return ratio(self.c_xy, jnp.sqrt(self.m2_x) * jnp.sqrt(self.m2_y))
-        sxy = self.c_xy + self.weight * self.mean_x * self.mean_y
-        sxx = self.m2_x + self.weight * self.mean_x**2
-        syy = self.m2_y + self.weight * self.mean_y**2
-        return ratio(sxy, jnp.sqrt(sxx) * jnp.sqrt(syy))
+            r = ratio(self.c_xy, jnp.sqrt(self.m2_x) * jnp.sqrt(self.m2_y))
+        else:
+            sxy = self.c_xy + self.weight * self.mean_x * self.mean_y
+            sxx = self.m2_x + self.weight * self.mean_x**2
+            syy = self.m2_y + self.weight * self.mean_y**2
+            r = ratio(sxy, jnp.sqrt(sxx) * jnp.sqrt(syy))
+        return jnp.clip(r, -1, 1)  # rounding can step a perfect correlation past 1
 
 
 def comoments(
@@ -226,10 +229,7 @@ def _comoments(x, y, weights, axis) -> Comoments:
 
 def _keep_reduced(reduced: Array, ndim: int, axis: Axis) -> Array:
     """Re-insert the reduced axes as size-1 axes (what ``keepdims=True`` would give)."""
-    if axis is None:
-        return reduced.reshape((1,) * ndim)
-    axes = (axis,) if isinstance(axis, int) else tuple(axis)
-    return jnp.expand_dims(reduced, tuple(sorted({a % ndim for a in axes})))
+    return jnp.expand_dims(reduced, reduced_dims(axis, ndim))
 
 
 def correlation(
