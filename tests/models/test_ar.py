@@ -158,7 +158,7 @@ def test_ar_beats_persistence_on_nino12_in_the_2000s():
 def _daily(n_years=4, seed=5):
     """Daily series from 2000 (a leap year): a seasonal cycle plus noise, with a gridded twin."""
     time = pd.date_range("2000-01-01", f"{1999 + n_years}-12-31", freq="D")
-    doy = time.dayofyear.values
+    doy = time.day_of_year.values
     rng = np.random.default_rng(seed)
     y = 3 * np.sin(2 * np.pi * doy / 365.25) + rng.normal(size=time.size)
     return xr.Dataset({"y": ("time", y.astype(np.float32))}, coords={"time": time})
