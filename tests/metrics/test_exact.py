@@ -9,6 +9,7 @@ import functools
 import operator
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.sharding import NamedSharding
@@ -16,6 +17,7 @@ from jax.sharding import PartitionSpec as P
 from sklearn.metrics import roc_auc_score
 
 import climml.metrics as cm
+from climml.metrics._masking import sum_together
 
 N = 2**24
 CHUNKS = 16
@@ -218,3 +220,23 @@ def test_histogram_counts_past_float32_integers():
     hist = cm.roc_histogram(np.full(n, 0.25, np.float32), labels, bins=2)
     np.testing.assert_array_equal(hist.negatives, [n - 5, 0])
     np.testing.assert_array_equal(hist.positives, [5, 0])
+
+
+@pytest.mark.parametrize(
+    ("shape", "axis"),
+    [
+        ((129,), None),  # one full block and a one-term tail
+        ((300, 7, 5), 0),  # leading axes: blocked in place
+        ((7, 5, 3000), (1, 2)),  # trailing axes
+        ((40, 6, 50), (0, 2)),  # split axes: moved together first
+        ((128 * 128 + 5,), 0),  # two levels
+    ],
+)
+def test_blocked_sums_match_float64_on_every_layout(shape, axis):
+    rng = np.random.default_rng(8)
+    x = (5e4 + rng.normal(size=shape)).astype(np.float32)
+    y = rng.integers(0, 3, size=shape).astype(np.int32)
+    got_x, got_y = sum_together([jnp.asarray(x), jnp.asarray(y)], axis)
+    np.testing.assert_allclose(got_x, x.astype(np.float64).sum(axis=axis), rtol=1e-6)
+    np.testing.assert_array_equal(got_y, y.sum(axis=axis))
+    assert got_x.dtype == np.float32 and got_y.dtype == np.int32
