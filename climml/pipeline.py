@@ -27,7 +27,9 @@ from climml import data as cdata
 from climml import models, native
 from climml.config import Config
 from climml.errors import ConfigError, expected
+from climml.experiment import Experiment, Predictor
 from climml.train.loop import FitResult, fit, load_best
+from climml.types import Batch
 
 
 def _native_switch(stage):
@@ -40,48 +42,6 @@ def _native_switch(stage):
             return stage(cfg, *args, **kwargs)
 
     return run_stage
-
-
-@dataclass
-class Experiment:
-    """A config with its data prepared: normalized (lazy) dataset, statistics and split anchors."""
-
-    cfg: Config
-    raw: xr.Dataset  # as loaded, physical units
-    dataset: xr.Dataset  # normalized, still lazy
-    normalizer: Any  # climml.data.Normalizer fitted on the training split
-    anchors: dict[str, np.ndarray]
-
-    @property
-    def time(self) -> np.ndarray:
-        return self.raw["time"].values
-
-    def loader(self, split: str, *, training: bool = False) -> Any:
-        """A ``WindowLoader`` over ``split``; shuffled only for training."""
-        d = self.cfg.data
-        if split not in self.anchors:
-            raise ConfigError(expected("eval.split", f"one of {sorted(self.anchors)}", split))
-        return cdata.WindowLoader(
-            self.dataset,
-            inputs=list(d.inputs),
-            target=d.target,
-            input_steps=d.input_steps,
-            leads=list(d.leads),
-            anchors=self.anchors[split],
-            batch_size=d.batch_size,
-            shuffle=training and d.shuffle,
-            seed=self.cfg.seed,
-            drop_last=False,
-            mask_channel=d.mask_channel,
-            prefetch=d.prefetch,
-        )
-
-    @property
-    def spec(self) -> models.IOSpec:
-        spec = self.loader("train").spec
-        if self.cfg.data.num_classes is None:
-            return spec
-        return models.IOSpec(spec.input_shape, spec.output_shape, self.cfg.data.num_classes)
 
 
 def prepare(cfg: Config) -> Experiment:
@@ -174,7 +134,8 @@ def trained_model(exp: Experiment, workdir: str | Path) -> TrainedModel:
 
 
 class TrainedModel:
-    """``predict(batch) -> (B, *output_shape)`` with the trained parameters (jitted once)."""
+    """The trained model as a ``DifferentiablePredictor``: ``predict(batch) -> (B,
+    *output_shape)`` with the trained parameters (jitted once) and ``predict_fn()``."""
 
     name = "model"
 
@@ -191,7 +152,7 @@ class TrainedModel:
         _, params, rest = nnx.split(model, nnx.Param, ...)
         return cls(model, FitResult(params, rest, history=[], stopped_early=False))
 
-    def predict(self, batch: Any) -> np.ndarray:
+    def predict(self, batch: Batch) -> np.ndarray:
         return np.asarray(self._predict(self.params, self.rest, batch.x))
 
     def predict_fn(self):
@@ -356,7 +317,7 @@ def predict(
     return path
 
 
-def forecast(model: Any, exp: Experiment, *, split: str = "test") -> xr.Dataset:
+def forecast(model: nnx.Module | Predictor, exp: Experiment, *, split: str = "test") -> xr.Dataset:
     """The output of ``model`` on ``split`` of a prepared experiment, as an ``xr.Dataset``.
 
     ``model`` is a trained ``nnx.Module`` (e.g. after ``climml.train.fit``) or a

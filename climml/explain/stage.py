@@ -11,8 +11,8 @@ Writes into the run directory: ``importance.nc`` (the ``permutation_importance``
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -20,8 +20,10 @@ import numpy as np
 import xarray as xr
 
 from climml import metrics
-from climml.data.loader import CHANNEL_DIMS
+from climml.config import Config
+from climml.data.loader import CHANNEL_DIMS, WindowLoader
 from climml.errors import ConfigError, expected
+from climml.experiment import DifferentiablePredictor, Experiment
 from climml.explain.gradients import saliency
 from climml.explain.permutation import permutation_importance
 
@@ -33,7 +35,7 @@ SCORES = {
 }
 
 
-def check(cfg: Any) -> None:
+def check(cfg: Config) -> None:
     """Fail before training if the ``eval.explain`` section cannot be honoured."""
     ecfg = cfg.eval.explain
     if cfg.eval.task != "regression":
@@ -52,7 +54,7 @@ def check(cfg: Any) -> None:
         raise ConfigError(expected("eval.explain.n_bootstrap", "an integer >= 0", ecfg.n_bootstrap))
 
 
-def explain_run(exp: Any, model: Any, workdir: Path) -> dict:
+def explain_run(exp: Experiment, model: DifferentiablePredictor, workdir: Path) -> dict:
     """Run the stage on a prepared experiment and trained model (``pipeline.TrainedModel``).
 
     Returns ``{"model": {"singlepass_importance" | "multipass_importance" | "multipass_rank":
@@ -89,7 +91,7 @@ def explain_run(exp: Any, model: Any, workdir: Path) -> dict:
     return {"model": _summary(result)}
 
 
-def channel_names(exp: Any) -> list[str]:
+def channel_names(exp: Experiment) -> list[str]:
     """Names of the loader's input channels: each input variable (one per entry of a
     ``feature``/``channel`` dim), then ``mask`` if a validity channel is appended."""
     names = []
@@ -100,7 +102,9 @@ def channel_names(exp: Any) -> list[str]:
     return names + (["mask"] if exp.cfg.data.mask_channel else [])
 
 
-def saliency_map(exp: Any, predict_fn: Any, x: np.ndarray, names: list[str]) -> xr.DataArray:
+def saliency_map(
+    exp: Experiment, predict_fn: Callable[[jax.Array], jax.Array], x: np.ndarray, names: list[str]
+) -> xr.DataArray:
     """Mean over samples of d(mean forecast)/d(input), summed over steps: (lat, lon, channel).
 
     The forecast is averaged over leads and target points, so a positive value marks where a
@@ -121,7 +125,9 @@ def saliency_map(exp: Any, predict_fn: Any, x: np.ndarray, names: list[str]) -> 
     )
 
 
-def _samples(loader: Any, max_samples: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _samples(
+    loader: WindowLoader, max_samples: int | None, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """All real samples of ``loader`` (padding dropped), at most ``max_samples`` drawn with
     ``seed`` (kept in time order); targets NaN where missing, which the scores mask."""
     xs, ys = [], []

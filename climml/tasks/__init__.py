@@ -5,7 +5,8 @@ score (unknown or inapplicable ``eval.metrics`` entries, parsed by
 :mod:`climml.tasks.metric_specs`; called before training, so a bad config fails fast),
 ``check_data(cfg, raw)`` for what needs the loaded data (a latitude to area-weight by, a 2-D
 grid for FSS; also before training), and
-``evaluate(exp, model, workdir) -> metrics`` returning
+``evaluate(exp, model, workdir) -> metrics`` (``exp`` a prepared
+:class:`climml.experiment.Experiment`, ``model`` a :class:`climml.experiment.Predictor`) returning
 ``{"<predictor>": {"<metric>": {"<key>": value}}}`` (keys are leads, classes, ...) and writing its
 predictions and figures into ``workdir``, and ``predict(exp, model, split) -> xr.Dataset`` (the
 model's output for a split, in the target's units, with coordinates restored).

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
 
+from climml.types import Batch
 
-def collect(loader: Any, predictors: Mapping[str, Callable[[Any], Any]]) -> dict[str, np.ndarray]:
+
+def collect(
+    loader: Iterable[Batch], predictors: Mapping[str, Callable[[Batch], Any]]
+) -> dict[str, np.ndarray]:
     """Run every predictor over one epoch of ``loader``, padding rows dropped.
 
     ``predictors`` maps an output name to ``predict(batch) -> (B, L, *target)``. Returns those

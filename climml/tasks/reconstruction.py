@@ -11,11 +11,11 @@ sample.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import xarray as xr
 
+from climml.experiment import Experiment, Predictor
 from climml.tasks import metric_specs, regression
 
 check = regression.check  # same metric and baseline names as regression
@@ -23,7 +23,7 @@ check_data = regression.check_data
 predict = regression.predict  # reconstructions are fields in the target's physical units
 
 
-def evaluate(exp: Any, model: Any, workdir: Path) -> dict:
+def evaluate(exp: Experiment, model: Predictor, workdir: Path) -> dict:
     """Score ``model`` and the baselines on ``exp.cfg.eval.split``; write error maps and a map."""
     cfg = exp.cfg
     ds, scores = regression.forecast_and_score(exp, model)

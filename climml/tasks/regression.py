@@ -26,7 +26,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -34,7 +33,9 @@ import numpy as np
 import xarray as xr
 
 from climml import metrics as cm_metrics
+from climml.config import Config
 from climml.errors import ConfigError
+from climml.experiment import Experiment, Predictor
 from climml.metrics.categorical import COMPARISONS
 from climml.models.linear import check_baseline, make_baseline
 from climml.tasks import metric_specs
@@ -56,14 +57,14 @@ SUPPORTED: dict[str, str | None] = {
 }
 
 
-def check(cfg: Any) -> None:
+def check(cfg: Config) -> None:
     """Reject unknown or inapplicable metrics and unknown baselines before any training."""
     metric_specs.check(cfg, SUPPORTED, thresholds=(*CATEGORICAL, "auc"))
     for name in cfg.eval.baselines:
         check_baseline(name, cfg.data.input_steps)
 
 
-def check_data(cfg: Any, raw: xr.Dataset) -> None:
+def check_data(cfg: Config, raw: xr.Dataset) -> None:
     """Checks that need the data: a latitude to weight by, a 2-D grid for FSS."""
     target = raw[cfg.data.target]
     metric_specs.grid_weights(cfg, target)
@@ -76,7 +77,7 @@ def check_data(cfg: Any, raw: xr.Dataset) -> None:
             )
 
 
-def evaluate(exp: Any, model: Any, workdir: Path) -> dict:
+def evaluate(exp: Experiment, model: Predictor, workdir: Path) -> dict:
     """Score ``model`` and the configured baselines on ``exp.cfg.eval.split``."""
     ds, scores = forecast_and_score(exp, model)
     if exp.cfg.output.save_predictions:
@@ -88,7 +89,7 @@ def evaluate(exp: Any, model: Any, workdir: Path) -> dict:
     return scores
 
 
-def forecast_and_score(exp: Any, model: Any) -> tuple[xr.Dataset, dict]:
+def forecast_and_score(exp: Experiment, model: Predictor) -> tuple[xr.Dataset, dict]:
     """Forecasts of ``model`` and the baselines on the eval split, and their scores by lead.
 
     Returns the predictions dataset (physical units, one variable per predictor plus
@@ -121,7 +122,7 @@ def forecast_and_score(exp: Any, model: Any) -> tuple[xr.Dataset, dict]:
     return ds, scores
 
 
-def predict(exp: Any, model: Any, split: str) -> xr.Dataset:
+def predict(exp: Experiment, model: Predictor, split: str) -> xr.Dataset:
     """The model's forecasts for ``split`` in physical units (no scoring)."""
     outputs = collect(exp.loader(split), {model.name: model.predict})
     return to_dataset(exp, {model.name: outputs[model.name]}, outputs["anchor"])
@@ -238,7 +239,7 @@ def _fss(thresholds: Sequence[float], scales: Sequence[int], op: str):
     return fn
 
 
-def to_dataset(exp: Any, arrays: dict[str, np.ndarray], anchor: np.ndarray) -> xr.Dataset:
+def to_dataset(exp: Experiment, arrays: dict[str, np.ndarray], anchor: np.ndarray) -> xr.Dataset:
     """Normalized ``(N, L, *target)`` arrays as a dataset in physical units with coords restored."""
     cfg = exp.cfg
     target = exp.raw[cfg.data.target]

@@ -13,9 +13,8 @@ prediction on a map).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -23,11 +22,14 @@ import numpy as np
 import xarray as xr
 
 from climml import metrics as cm_metrics
+from climml.config import Config
 from climml.errors import ConfigError, expected
+from climml.experiment import Experiment, Predictor
 from climml.tasks import metric_specs
 from climml.tasks._check import check_names
 from climml.tasks._collect import collect
 from climml.tasks.metric_specs import CATEGORICAL, MetricSpec, Score
+from climml.types import Batch
 
 CLASS_SCORES = ("iou", "mean_iou", "precision", "recall", "accuracy", "confusion_matrix")
 PROBABILITY_SCORES = ("brier", "auc")
@@ -40,7 +42,7 @@ SUPPORTED: dict[str, str | None] = {
 BASELINES = ("majority",)
 
 
-def check(cfg: Any) -> None:
+def check(cfg: Config) -> None:
     """Reject unknown metrics/baselines and a missing ``data.num_classes`` before training."""
     if not cfg.data.num_classes or cfg.data.num_classes < 2:
         raise ConfigError(expected("data.num_classes", "an int >= 2", cfg.data.num_classes))
@@ -48,19 +50,19 @@ def check(cfg: Any) -> None:
     check_names("eval.baselines", cfg.eval.baselines, BASELINES)
 
 
-def check_data(cfg: Any, raw: xr.Dataset) -> None:
+def check_data(cfg: Config, raw: xr.Dataset) -> None:
     """A gridded target needs a latitude to weight by (unless ``eval.area_weighting: none``)."""
     metric_specs.grid_weights(cfg, raw[cfg.data.target])
 
 
-def evaluate(exp: Any, model: Any, workdir: Path) -> dict:
+def evaluate(exp: Experiment, model: Predictor, workdir: Path) -> dict:
     """Score ``model`` (and the baselines) on ``exp.cfg.eval.split``; write masks and a map."""
     cfg = exp.cfg
     k = cfg.data.num_classes
     names = class_names(exp.raw[cfg.data.target], k)
     specs = metric_specs.parse(cfg.eval.metrics)
     with_probability = any(s.name in PROBABILITY_SCORES for s in specs)
-    predictors: dict[str, Callable[[Any], np.ndarray]] = {model.name: _classes(model)}
+    predictors: dict[str, Callable[[Batch], np.ndarray]] = {model.name: _classes(model)}
     if with_probability:
         predictors[f"{model.name}/probability"] = _probabilities(model)
     if "majority" in cfg.eval.baselines:
@@ -96,18 +98,18 @@ def evaluate(exp: Any, model: Any, workdir: Path) -> dict:
     return results
 
 
-def predict(exp: Any, model: Any, split: str) -> xr.Dataset:
+def predict(exp: Experiment, model: Predictor, split: str) -> xr.Dataset:
     """The model's class masks (argmax of its logits) for ``split``."""
     masks = collect(exp.loader(split), {model.name: _classes(model)})
     return to_dataset(exp, {model.name: masks[model.name]}, masks["anchor"])
 
 
-def _classes(model: Any) -> Callable[[Any], np.ndarray]:
+def _classes(model: Predictor) -> Callable[[Batch], np.ndarray]:
     """``batch -> (B, L, *grid)`` int8 class mask: the argmax of the model's logits."""
     return lambda batch: np.argmax(model.predict(batch), axis=-1).astype(np.int8)
 
 
-def _probabilities(model: Any) -> Callable[[Any], np.ndarray]:
+def _probabilities(model: Predictor) -> Callable[[Batch], np.ndarray]:
     """``batch -> (B, L, *grid, K)`` class probabilities: the softmax of the model's logits."""
     return lambda batch: np.asarray(jax.nn.softmax(model.predict(batch), axis=-1), np.float32)
 
@@ -118,7 +120,7 @@ def class_names(target: xr.DataArray, num_classes: int) -> list[str]:
     return meanings if len(meanings) == num_classes else [str(i) for i in range(num_classes)]
 
 
-def majority_class(batches: Any, num_classes: int) -> int:
+def majority_class(batches: Iterable[Batch], num_classes: int) -> int:
     """The most frequent valid class over ``batches`` (the all-background predictor)."""
     counts = np.zeros(num_classes, np.int64)
     for batch in batches:
@@ -203,7 +205,7 @@ def _ratio(numerator, denominator):
     return jnp.where(denominator > 0, numerator / safe, jnp.nan)
 
 
-def to_dataset(exp: Any, masks: dict[str, np.ndarray], anchor: np.ndarray) -> xr.Dataset:
+def to_dataset(exp: Experiment, masks: dict[str, np.ndarray], anchor: np.ndarray) -> xr.Dataset:
     """``(N, L, *grid)`` class masks as an int8 dataset with time, lead and grid coords."""
     cfg = exp.cfg
     target = exp.raw[cfg.data.target]
@@ -220,7 +222,7 @@ def to_dataset(exp: Any, masks: dict[str, np.ndarray], anchor: np.ndarray) -> xr
     return xr.Dataset(data, coords, attrs={"description": f"class masks of {cfg.data.target}"})
 
 
-def plot_example(exp, anchor, observed, predicted, names, path: Path) -> None:
+def plot_example(exp: Experiment, anchor, observed, predicted, names, path: Path) -> None:
     """Input / truth / prediction maps for the sample with most pixels of the rarest class."""
     from climml.viz.maps import Panel, plot_panels
 
