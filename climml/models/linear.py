@@ -1,6 +1,6 @@
 """Reference forecasts that every model must beat: persistence, climatology and AR(p).
 
-They share one predict interface with trained models (``climml.pipeline.TrainedModel``):
+They share one predict interface with trained models (``climml.experiment.Predictor``):
 ``fit(loader) -> self`` on the training split, then ``predict(batch) -> (B, L, *target_spatial)``
 in the loader's normalized units. The climatology is the training mean for the forecast's day
 of year (daily data) or calendar month (monthly data), not one constant: a baseline that ignores
