@@ -123,11 +123,19 @@ def test_reconstruction_run_writes_error_maps(tmp_path):
     ]
     cfg = config.load("configs/autoencoder.yaml", overrides=overrides)
     result = pipeline.run(cfg, tmp_path / "run")
-    assert set(result.metrics) == {"model", "climatology"}
+    assert set(result.metrics) == {"model", "climatology", "model_beats"}
     ds = xr.open_zarr(tmp_path / "run" / "predictions.zarr").load()
     np.testing.assert_allclose(ds["error"], (ds["model"] - ds["observed"]) ** 2, rtol=1e-6)
-    np.testing.assert_allclose(ds["anomaly_score"], ds["error"].mean(("lat", "lon")), rtol=1e-5)
-    rmse = float(np.sqrt(ds["error"].mean()))  # scores are of the anomalies: same RMSE
+    # The anomaly score and the scores (of anomalies: same error) are area-weighted by default:
+    # each latitude band by its share of the sphere, sin(north edge) - sin(south edge).
+    lat = np.deg2rad(ds["lat"].values)
+    half = np.abs(np.diff(lat)).mean() / 2
+    band = np.sin(np.minimum(lat + half, np.pi / 2)) - np.sin(np.maximum(lat - half, -np.pi / 2))
+    area = xr.DataArray(band, dims="lat")
+    np.testing.assert_allclose(
+        ds["anomaly_score"], ds["error"].weighted(area).mean(("lat", "lon")), rtol=1e-5
+    )
+    rmse = float(np.sqrt(ds["error"].weighted(area).mean()))
     np.testing.assert_allclose(result.metrics["model"]["rmse"]["0"], rmse, rtol=1e-4)
     assert (tmp_path / "run" / "reconstruction_map.png").is_file()
 
