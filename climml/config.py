@@ -83,7 +83,7 @@ class TrainConfig:
     checkpoint_every: int = 50  # optimizer steps between checkpoints (also saved each epoch)
     keep_checkpoints: int = 2
     devices: int | None = 1  # data-parallel devices; None = all local devices
-    # Opt-in C++ LSTM kernel on AVX-512 CPUs (climml.native): ~2x faster, numbers differ by ~1e-6
+    # Opt-in C++ LSTM kernel on AVX-512 CPUs (climml.native): faster, numbers differ by ~1e-6
     # from the default XLA path; declined with one warning where the machine cannot build it.
     native_lstm: bool = False
 

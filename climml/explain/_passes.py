@@ -14,8 +14,8 @@ How the candidates are batched is set by ``chunk_size`` (candidate evaluations i
 - ``chunk_size == 1``: a ``lax.scan`` over the candidates in which inactive ones (features frozen
   by earlier passes) are skipped by ``lax.cond``, so every pass reuses one compilation with no
   wasted evaluation. On CPU this is the fastest form: a single candidate's activations stay in
-  cache, where one vmap over the 20 candidates of a 20,000-sample MLP ran 8x slower
-  (benchmarks/RESULTS.md).
+  cache, where one vmap over all candidates ran several times slower (figures in
+  benchmarks/RESULTS.md).
 
 A ``predict_fn`` that JAX cannot trace (NumPy, scikit-learn) gets ``build_python_fns``: the same
 permutations and outputs, one Python call per candidate.

@@ -179,8 +179,9 @@ def sum_together(arrays: Sequence[Array], axis: Axis) -> tuple[Array, ...]:
     total per vector lane), 10^-2 for 10^6 points; blocking bounds the loss by
     ``BLOCK * log_BLOCK(n) * 6e-8`` and in practice leaves ~10^-7. Each level is one
     variadic XLA reduction of every array at once: on CPU, XLA fuses many separate sums of
-    a shared input poorly, and one multi-operand reduction is ~7x faster. Integer sums are
-    exact in any order and are reduced in one level.
+    a shared input poorly, and one multi-operand reduction is several times faster
+    (benchmarks/RESULTS.md, metrics). Integer sums are exact in any order and are reduced in
+    one level.
     """
     # Booleans would reduce with logical or: count them as int32.
     arrays = [a.astype(jnp.int32) if a.dtype == jnp.bool_ else a for a in arrays]

@@ -46,7 +46,7 @@ def sort_members(
     Members are passed and returned as lists of equally shaped slices so that XLA can fuse
     the whole network, and the reductions the caller writes over the list, into a single
     loop over points (returning a stacked array instead forces every comparator's result
-    to memory: ~15x slower).
+    to memory, several times slower; benchmarks/RESULTS.md).
 
     Args:
       values: M <= ``NETWORK_MAX`` arrays of one shape, without NaN (callers map NaN to +inf).

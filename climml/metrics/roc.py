@@ -6,13 +6,13 @@ a random negative, ties counting one half, which equals scikit-learn's trapezoid
 written for one point and vmapped over all others, never looped.
 
 Why the sort is packed: XLA's CPU sort is fast only for a single integer operand (with
-several operands it calls a comparator per comparison, ~7x slower). So, without sample
-weights, each score becomes an order-preserving integer key, one bit that all of a point's
-keys share is cut out (losslessly: a shared bit never decides a comparison) and the label
-takes the lowest bit. One single-operand sort then gives the rank sum of the positives, and
-run lengths in the sorted keys give the ties between classes. Scores of both signs are split
-into their >= 0 and < 0 halves, each of which shares the sign bit (two sorts). With sample
-weights a three-operand sort carries them along.
+several operands it calls a comparator per comparison, several times slower; figures in
+benchmarks/RESULTS.md). So, without sample weights, each score becomes an order-preserving
+integer key, one bit that all of a point's keys share is cut out (losslessly: a shared bit
+never decides a comparison) and the label takes the lowest bit. One single-operand sort then
+gives the rank sum of the positives, and run lengths in the sorted keys give the ties between
+classes. Scores of both signs are split into their >= 0 and < 0 halves, each of which shares
+the sign bit (two sorts). With sample weights a three-operand sort carries them along.
 
 Binned mode (``roc_histogram``) counts positives and negatives per score bin; histograms add
 across batches and the AUC is formed last, treating scores in the same bin as ties.

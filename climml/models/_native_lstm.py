@@ -66,10 +66,11 @@ def _fwd(x, params, mask, chunk):
 def _over_steps(a: jax.Array, d_z: jax.Array) -> jax.Array:
     """``sum_t a_t^T d_z_t`` for ``(T, B, I)`` and ``(T, B, J)``: one ``(I, J)`` matmul.
 
-    On one device (time, batch) is flattened into the rows of a plain matmul, ~8% faster for the
-    whole 32-step train step than contracting both axes. With several devices the batch may be
-    sharded, and a flattened axis could not stay sharded (XLA would gather the whole batch), so
-    both axes are contracted in place: each device sums its rows, one all-reduce follows.
+    On one device (time, batch) is flattened into the rows of a plain matmul, which runs the
+    whole train step faster than contracting both axes (benchmarks/RESULTS.md). With several
+    devices the batch may be sharded, and a flattened axis could not stay sharded (XLA would
+    gather the whole batch), so both axes are contracted in place: each device sums its rows,
+    one all-reduce follows.
     """
     if jax.device_count() > 1:
         return jnp.einsum("tbi,tbj->ij", a, d_z)

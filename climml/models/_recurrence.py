@@ -35,7 +35,7 @@ float32 LSTM layer whose hidden size is a multiple of 16 runs on CPU in climml's
 (:mod:`climml.models._native_lstm`, ``climml/native/lstm_cpu.cc``), under the same plan (keep, or
 chunks recomputed in the backward pass): same equations and gradients, but each step is one fused
 pass per tile of batch rows, with the rows split across XLA's threads. XLA:CPU runs a scan body
-one small op at a time on one core, which the kernel avoids (about 2x faster training,
+one small op at a time on one core, which the kernel avoids (figures in
 benchmarks/RESULTS.md). The XLA path here is the default because it gives the same numbers on
 every machine; the kernel's differ from it by float rounding (~1e-6).
 
@@ -68,7 +68,7 @@ KEEP_BYTES = 4 * 2**20
 
 Set for CPU: glibc hands blocks over 32 MB back to the kernel, so a train step whose temporaries
 pass that pays page faults on every call. A 2-layer LSTM (batch 64, 64 units) keeping 8 MB per
-layer at 128 steps ran 1.5x slower than chunking (benchmarks/RESULTS.md)."""
+layer at 128 steps ran slower than chunking (figures in benchmarks/RESULTS.md)."""
 
 CHUNK_BYTES = 2 * 2**20
 """Size (bytes) of one chunk's pre-activations when they are recomputed instead of kept."""
