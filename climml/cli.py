@@ -110,12 +110,9 @@ def _quiet_third_parties() -> None:
 string dtypes)."""
     for name in ("absl", "orbax", "orbax.checkpoint", "jax._src.xla_bridge"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    try:
-        from absl import logging as absl_logging
+    from absl import logging as absl_logging  # installed with orbax-checkpoint
 
-        absl_logging.set_verbosity(absl_logging.ERROR)
-    except ImportError:
-        pass
+    absl_logging.set_verbosity(absl_logging.ERROR)
     warnings.filterwarnings("ignore", category=UserWarning, module=r"zarr(\..*)?$")
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"orbax(\..*)?$")
 
