@@ -1,64 +1,26 @@
-"""Convolutions for gridded climate fields: periodic in longitude, with CPU compile options.
+"""Convolutions for gridded climate fields that wrap around in longitude.
 
-Speed on CPU. This jaxlib's XLA CPU backend runs convolutions through YNNPACK by default, whose
-weight gradient is slow for large convolutions. With YNNPACK limited to elementwise fusions
-(:data:`CPU_CONV_OPTIONS`) convolutions take XLA's Eigen kernels instead. That wins on a single
-large convolution, but a whole U-Net gains little on large grids and loses on small ones, whose
-many-channel convolutions YNNPACK runs faster (figures: ``benchmarks/RESULTS.md``, U-Net
-section). So climml compiles with XLA's
-defaults, and :func:`jit` offers the option for conv-heavy programs on large grids, to be kept
-where ``benchmarks/unet.py`` shows it wins on the machine at hand. Matmul formulations (im2col)
-lose to both paths: building the 9x larger patch tensor costs more than the matmul saves.
+A global grid is periodic in longitude: the column east of the last meridian is the first one.
+:class:`Conv` with ``lon_periodic=True`` pads the last spatial axis (longitude) with the values
+from the other side of the globe and the other spatial axes (latitude, ...) with zeros, so that
+a model built from it commutes with a roll of its input along longitude and sees no edge at
+the grid's seam. With ``lon_periodic=False`` it is exactly ``nnx.Conv``.
 
-The option is passed per ``jax.jit`` (``compiler_options=``), never through the process-wide
-``XLA_FLAGS``: only the programs compiled with it change, only on the CPU backend, and GPU/TPU
-programs compile exactly as before.
-
-Longitude periodicity. A global grid wraps around in longitude: :class:`Conv` with
-``lon_periodic=True`` pads the last spatial axis (longitude) with the values from the other side
-of the globe and the other spatial axes with zeros, so that a model built from it commutes with
-a roll of its input along longitude.
+Models compile with XLA's default options on every backend, CPU included: limiting XLA:CPU's
+YNNPACK fusions so that convolutions take its Eigen kernels speeds up a single large
+convolution but not a whole U-Net, whose small many-channel convolutions YNNPACK runs faster
+(``benchmarks/RESULTS.md``, U-Net section).
 """
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 from jax import lax
-
-# YNNPACK fusions left on: elementwise only, so that convolutions and dots take XLA's own
-# (Eigen) kernels. Value names are the ``LibraryFusionType`` enum of XLA.
-CPU_CONV_OPTIONS: dict[str, str] = {
-    "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_ELTWISE",
-}
-
-
-@functools.cache
-def compiler_options(backend: str | None = None) -> dict[str, str]:
-    """Compiler options sending large convolutions to XLA's Eigen kernels on ``backend``.
-
-    Returns :data:`CPU_CONV_OPTIONS` on CPU when this jaxlib knows the option, else ``{}``
-    (GPU/TPU, or an older/newer jaxlib without it: XLA's defaults are then kept unchanged).
-    """
-    backend = backend or jax.default_backend()
-    if backend != "cpu":
-        return {}
-    try:
-        jax.jit(jnp.negative, compiler_options=CPU_CONV_OPTIONS).lower(jnp.zeros(())).compile()
-    except jax.errors.JaxRuntimeError:  # "No such compile option" / invalid enum value
-        return {}
-    return dict(CPU_CONV_OPTIONS)
-
-
-def jit(fn: Callable[..., Any], **jit_kwargs: Any) -> Callable[..., Any]:
-    """``jax.jit(fn, **jit_kwargs)`` compiled with :func:`compiler_options` (Eigen CPU convs)."""
-    options = {**compiler_options(), **jit_kwargs.pop("compiler_options", {})}
-    return jax.jit(fn, compiler_options=options, **jit_kwargs)
 
 
 def _lon_periodic_conv(
