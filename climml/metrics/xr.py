@@ -337,68 +337,34 @@ def _apply(
 # --------------------------------------------------------------------------- continuous scores
 
 
-def rmse(
-    forecast,
-    observed,
-    /,
-    *,
-    dim: Dims = None,
-    weights: Weights = "cell_area",
-    skipna: bool = True,
-    align: str = "exact",
-):
-    """Root mean squared error over ``dim`` (area-weighted by default; see module docstring)."""
-    return _continuous(continuous.rmse, forecast, observed, dim, weights, skipna, align)
+def _continuous(kernel: Callable, doc: str) -> Callable:
+    """The xarray form of ``kernel(forecast, observed, axis=, weights=)``, reducing ``dim``."""
+
+    def wrapper(
+        forecast: DataLike,
+        observed: DataLike,
+        /,
+        *,
+        dim: Dims = None,
+        weights: Weights = "cell_area",
+        skipna: bool = True,
+        align: str = "exact",
+    ) -> DataLike:
+        named = {"forecast": forecast, "observed": observed}
+        return _apply(kernel, named, dim=dim, weights=weights, skipna=skipna, align=align)
+
+    wrapper.__name__ = wrapper.__qualname__ = kernel.__name__
+    wrapper.__doc__ = doc
+    return wrapper
 
 
-def mae(
-    forecast,
-    observed,
-    /,
-    *,
-    dim: Dims = None,
-    weights: Weights = "cell_area",
-    skipna: bool = True,
-    align: str = "exact",
-):
-    """Mean absolute error over ``dim``."""
-    return _continuous(continuous.mae, forecast, observed, dim, weights, skipna, align)
-
-
-def bias(
-    forecast,
-    observed,
-    /,
-    *,
-    dim: Dims = None,
-    weights: Weights = "cell_area",
-    skipna: bool = True,
-    align: str = "exact",
-):
-    """Mean error ``forecast - observed`` over ``dim``."""
-    return _continuous(continuous.bias, forecast, observed, dim, weights, skipna, align)
-
-
-def correlation(
-    forecast,
-    observed,
-    /,
-    *,
-    dim: Dims = None,
-    weights: Weights = "cell_area",
-    skipna: bool = True,
-    align: str = "exact",
-):
-    """Pearson correlation over ``dim``."""
-    return _continuous(continuous.correlation, forecast, observed, dim, weights, skipna, align)
-
-
-def _continuous(kernel, forecast, observed, dim, weights, skipna, align):
-    def run(f, o, axis, weights):
-        return kernel(f, o, axis=axis, weights=weights)
-
-    named = {"forecast": forecast, "observed": observed}
-    return _apply(run, named, dim=dim, weights=weights, skipna=skipna, align=align)
+rmse = _continuous(
+    continuous.rmse,
+    "Root mean squared error over ``dim`` (area-weighted by default; see module docstring).",
+)
+mae = _continuous(continuous.mae, "Mean absolute error over ``dim``.")
+bias = _continuous(continuous.bias, "Mean error ``forecast - observed`` over ``dim``.")
+correlation = _continuous(continuous.correlation, "Pearson correlation over ``dim``.")
 
 
 def acc(
