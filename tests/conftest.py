@@ -8,6 +8,8 @@ a device count already given in XLA_FLAGS is kept, any other flags there are kep
 """
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 os.environ["JAX_PLATFORMS"] = "cpu"
@@ -29,3 +31,48 @@ def _run_from_the_repository_root():
     os.chdir(ROOT)
     yield
     os.chdir(before)
+
+
+# --set overrides shrinking configs/quickstart.yaml: TINY runs in seconds on CPU (30 years of
+# monthly fields on a 12x24 grid, 8 filters and 8 hidden units, 2 epochs); LONG trains 12 epochs
+# on 50 years with a checkpoint every 5 steps, long enough to be interrupted mid-training.
+_TINY_QUICKSTART = [
+    "data.source_args={n_months: 360, seed: 0, nlat: 12, nlon: 24}",
+    "data.splits={train: [1870-01, 1884-12], val: [1885-01, 1889-12], test: [1890-01, 1899-12]}",
+    "model.filters=[8]",
+    "model.hidden=[8]",
+    "train.epochs=2",
+    "output.progress=false",
+]
+_LONG_QUICKSTART = [
+    "data.source_args={n_months: 600, seed: 0, nlat: 12, nlon: 24}",
+    "data.splits={train: [1870-01, 1899-12], val: [1900-01, 1909-12], test: [1910-01, 1919-12]}",
+    "model.filters=[8]",
+    "model.hidden=[8]",
+    "train.epochs=12",
+    "train.patience=null",
+    "train.checkpoint_every=5",
+    "output.progress=false",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_quickstart() -> list[str]:
+    """The ``--set`` overrides of a quickstart run that takes seconds."""
+    return list(_TINY_QUICKSTART)
+
+
+@pytest.fixture
+def start_training():
+    """``start(workdir, **popen_kw)``: ``climml train`` of the long quickstart in a child process.
+
+    stdout and stderr are text pipes unless ``popen_kw`` says otherwise.
+    """
+
+    def start(workdir, **popen_kw) -> subprocess.Popen:
+        cmd = [sys.executable, "-m", "climml.cli", "train", "configs/quickstart.yaml",
+               "--workdir", str(workdir), "--set", *_LONG_QUICKSTART]  # fmt: skip
+        pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+        return subprocess.Popen(cmd, **{**pipes, **popen_kw})
+
+    return start

@@ -11,21 +11,17 @@ import xarray as xr
 from climml.cli import main
 from climml.data import Normalizer
 
-SHRINK = [
-    "data.source_args={n_months: 360, seed: 0, nlat: 12, nlon: 24}",
-    "data.splits={train: [1870-01, 1884-12], val: [1885-01, 1889-12], test: [1890-01, 1899-12]}",
-    "model.filters=[8]",
-    "model.hidden=[8]",
-    "train.epochs=2",
-    "output.progress=false",
-    "eval.explain.enabled=false",
-]
+
+@pytest.fixture(scope="module")
+def shrink(tiny_quickstart):
+    """The tiny quickstart without explanations."""
+    return [*tiny_quickstart, "eval.explain.enabled=false"]
 
 
-def test_run_writes_the_whole_report(tmp_path, capsys):
+def test_run_writes_the_whole_report(tmp_path, capsys, shrink):
     workdir = tmp_path / "run"
     assert (
-        main(["run", "configs/quickstart.yaml", "--workdir", str(workdir), "--set", *SHRINK]) == 0
+        main(["run", "configs/quickstart.yaml", "--workdir", str(workdir), "--set", *shrink]) == 0
     )
     for name in [
         "config.yaml",
@@ -69,7 +65,7 @@ def test_run_writes_the_whole_report(tmp_path, capsys):
 
     # evaluate and predict reuse the trained run without training again
     assert (
-        main(["evaluate", "configs/quickstart.yaml", "--workdir", str(workdir), "--set", *SHRINK])
+        main(["evaluate", "configs/quickstart.yaml", "--workdir", str(workdir), "--set", *shrink])
         == 0
     )
     printed = capsys.readouterr().out.split("run written to")[-1].split("\n", 1)[1]
@@ -87,7 +83,7 @@ def test_run_writes_the_whole_report(tmp_path, capsys):
                 "--output",
                 str(out),
                 "--set",
-                *SHRINK,
+                *shrink,
             ]
         )
         == 0
@@ -136,8 +132,8 @@ def test_console_script_exits_2_without_traceback(tmp_path):
     )
 
 
-def test_workdir_of_another_experiment_is_refused(tmp_path, capsys):
+def test_workdir_of_another_experiment_is_refused(tmp_path, capsys, shrink):
     args = ["train", "configs/quickstart.yaml", "--workdir", str(tmp_path / "run"), "--set"]
-    assert main([*args, *SHRINK, "train.epochs=1"]) == 0
-    assert main([*args, *SHRINK, "train.epochs=1", "train.lr=0.5"]) == 2
+    assert main([*args, *shrink, "train.epochs=1"]) == 0
+    assert main([*args, *shrink, "train.epochs=1", "train.lr=0.5"]) == 2
     assert "differs at train.lr" in capsys.readouterr().err

@@ -4,8 +4,6 @@ import json
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -14,35 +12,33 @@ import xarray as xr
 
 from climml.cli import main
 
-TINY = [
-    "data.source_args={n_months: 360, seed: 0, nlat: 12, nlon: 24}",
-    "data.splits={train: [1870-01, 1884-12], val: [1885-01, 1889-12], test: [1890-01, 1899-12]}",
-    "model.filters=[8]",
-    "model.hidden=[8]",
-    "train.epochs=2",
-    "output.progress=false",
-]
 EXPLAIN = ["eval.explain.enabled=true", "eval.explain.n_repeats=1", "eval.explain.max_passes=1"]
 
 
-def _cli(command, workdir, *extra):
-    return main([command, "configs/quickstart.yaml", "--workdir", str(workdir), *extra,
-                 "--set", *TINY, *EXPLAIN])  # fmt: skip
+@pytest.fixture(scope="module")
+def cli(tiny_quickstart):
+    """``cli(command, workdir, *extra)``: ``climml`` on the tiny quickstart with explanations."""
+
+    def run(command, workdir, *extra):
+        return main([command, "configs/quickstart.yaml", "--workdir", str(workdir), *extra,
+                     "--set", *tiny_quickstart, *EXPLAIN])  # fmt: skip
+
+    return run
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, cli):
     """A tiny run with permutation importance, trained once for the tests below."""
     workdir = tmp_path_factory.mktemp("run") / "run"
-    assert _cli("run", workdir) == 0
+    assert cli("run", workdir) == 0
     return workdir
 
 
-def test_evaluate_merges_into_metrics_json_and_reports_baselines(trained, capsys):
+def test_evaluate_merges_into_metrics_json_and_reports_baselines(trained, cli, capsys):
     before = json.loads((trained / "metrics.json").read_text())
     assert "singlepass_importance" in before["model"]
     capsys.readouterr()
-    assert _cli("evaluate", trained) == 0
+    assert cli("evaluate", trained) == 0
     out = capsys.readouterr().out
     after = json.loads((trained / "metrics.json").read_text())
     assert after == before  # same trained model: same scores, importance entries kept
@@ -62,16 +58,16 @@ def test_evaluate_merges_into_metrics_json_and_reports_baselines(trained, capsys
             assert line == f"model beats {baseline} on every score"
 
 
-def test_explain_alone_merges_too(trained):
-    assert _cli("explain", trained) == 0
+def test_explain_alone_merges_too(trained, cli):
+    assert cli("explain", trained) == 0
     metrics = json.loads((trained / "metrics.json").read_text())
     assert "rmse" in metrics["model"] and "multipass_rank" in metrics["model"]
 
 
 @pytest.mark.parametrize("suffix", [".nc", ".zarr"])
-def test_predict_writes_the_format_its_suffix_names(trained, tmp_path, suffix):
+def test_predict_writes_the_format_its_suffix_names(trained, cli, tmp_path, suffix):
     out = tmp_path / f"forecast{suffix}"
-    assert _cli("predict", trained, "--split", "val", "--output", str(out)) == 0
+    assert cli("predict", trained, "--split", "val", "--output", str(out)) == 0
     if suffix == ".nc":
         assert out.is_file() and out.read_bytes()[:4] in (b"CDF\x01", b"CDF\x02", b"\x89HDF")
         ds = xr.open_dataset(out)
@@ -83,41 +79,27 @@ def test_predict_writes_the_format_its_suffix_names(trained, tmp_path, suffix):
     np.testing.assert_allclose(days.mean(axis=0), [30.4, 91.3, 182.6], rtol=0.03)
 
 
-def test_predict_to_an_unknown_suffix_is_a_config_error(trained, tmp_path, capsys):
+def test_predict_to_an_unknown_suffix_is_a_config_error(trained, cli, tmp_path, capsys):
     out = tmp_path / "forecast.csv"
-    assert _cli("predict", trained, "--output", str(out)) == 2
+    assert cli("predict", trained, "--output", str(out)) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("climml: error: --output: expected a path ending")
     assert "forecast.csv" in err[0] and not out.exists()
 
 
-SLOW_TRAIN = [
-    "data.source_args={n_months: 600, seed: 0, nlat: 12, nlon: 24}",
-    "data.splits={train: [1870-01, 1899-12], val: [1900-01, 1909-12], test: [1910-01, 1919-12]}",
-    "model.filters=[8]",
-    "model.hidden=[8]",
-    "train.epochs=12",
-    "train.patience=null",
-    "train.checkpoint_every=5",
-    "output.progress=false",
-]
 LINE = re.compile(
     r"climml: interrupted at epoch (\d+) step (\d+); checkpoint saved to (\S+); "
     r"re-run the same command to resume"
 )
 
 
-def _train(workdir):
-    cmd = [sys.executable, "-m", "climml.cli", "train", "configs/quickstart.yaml",
-           "--workdir", str(workdir), "--set", *SLOW_TRAIN]  # fmt: skip
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_interrupt_is_one_line_status_130_and_a_checkpoint_to_resume_from(tmp_path, sig):
+def test_interrupt_is_one_line_status_130_and_a_checkpoint_to_resume_from(
+    tmp_path, sig, start_training
+):
     workdir = tmp_path / "run"
-    proc = _train(workdir)
+    proc = start_training(workdir)
     deadline = time.time() + 300
     while not any((workdir / "checkpoints").glob("[0-9]*")):  # training has started
         assert proc.poll() is None and time.time() < deadline, proc.stderr.read()
@@ -133,7 +115,7 @@ def test_interrupt_is_one_line_status_130_and_a_checkpoint_to_resume_from(tmp_pa
     assert directory == str((workdir / "checkpoints").absolute())
     assert (workdir / "checkpoints" / str(step)).is_dir()
     assert 1 <= epoch <= 12 and step >= 1
-    resumed = _train(workdir)
+    resumed = start_training(workdir)
     out, err = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, err
     history = json.loads((workdir / "history.json").read_text())

@@ -8,28 +8,25 @@ import xarray as xr
 
 from climml.cli import main
 
-SHRINK = [
-    "data.source_args={n_months: 360, seed: 0, nlat: 12, nlon: 24}",
-    "data.splits={train: [1870-01, 1884-12], val: [1885-01, 1889-12], test: [1890-01, 1899-12]}",
-    "model.filters=[8]",
-    "model.hidden=[8]",
-    "train.epochs=2",
-    "output.progress=false",
-    "eval.explain.n_repeats=2",
-]
 CHANNELS = ["sst", "heat_content", "mask"]
 
 
-def _run_args(workdir, *overrides: str) -> list[str]:
-    """``climml run`` of the shrunk quickstart with explanations on, plus ``overrides``."""
-    args = ["run", "configs/quickstart.yaml", "--workdir", str(workdir), "--set", *SHRINK]
+@pytest.fixture(scope="module")
+def shrink(tiny_quickstart):
+    """The tiny quickstart with 2 permutation repeats."""
+    return [*tiny_quickstart, "eval.explain.n_repeats=2"]
+
+
+def _run_args(workdir, shrink, *overrides: str) -> list[str]:
+    """``climml run`` of the ``shrink`` overrides with explanations on, plus ``overrides``."""
+    args = ["run", "configs/quickstart.yaml", "--workdir", str(workdir), "--set", *shrink]
     return [*args, "eval.explain.enabled=true", *overrides]
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
+def run_dir(tmp_path_factory, shrink):
     workdir = tmp_path_factory.mktemp("explain") / "run"
-    assert main(_run_args(workdir)) == 0
+    assert main(_run_args(workdir, shrink)) == 0
     return workdir
 
 
@@ -63,19 +60,19 @@ def test_metrics_json_holds_the_importances(run_dir):
         assert metrics["model"][key] == values
 
 
-def test_explain_command_reproduces_the_run(run_dir, capsys):
+def test_explain_command_reproduces_the_run(run_dir, shrink, capsys):
     before = json.loads((run_dir / "importance.json").read_text())
     capsys.readouterr()
     assert (
-        main(["explain", "configs/quickstart.yaml", "--workdir", str(run_dir), "--set", *SHRINK])
+        main(["explain", "configs/quickstart.yaml", "--workdir", str(run_dir), "--set", *shrink])
         == 0
     )
     assert json.loads(capsys.readouterr().out) == before  # same seed, same permutations
 
 
-def test_bad_explain_config_fails_before_training(tmp_path, capsys):
+def test_bad_explain_config_fails_before_training(tmp_path, shrink, capsys):
     workdir = tmp_path / "bad"
-    args = _run_args(workdir, "eval.explain.score=auc")
+    args = _run_args(workdir, shrink, "eval.explain.score=auc")
     assert main(args) == 2
     assert "eval.explain.score: expected one of" in capsys.readouterr().err
     assert not workdir.exists()
