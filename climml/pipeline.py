@@ -164,7 +164,7 @@ class TrainedModel:
 def evaluate(cfg: Config, workdir: str | Path, exp: Experiment | None = None) -> dict:
     """Score the trained model and baselines on ``cfg.eval.split``; writes metrics.json etc."""
     from climml import tasks
-    from climml.models.linear import model_beats
+    from climml.tasks.comparison import model_beats
 
     exp = exp or prepare(cfg)
     workdir = Path(workdir)

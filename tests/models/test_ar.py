@@ -16,7 +16,6 @@ from climml.models.linear import (
     Climatology,
     Persistence,
     make_baseline,
-    model_beats,
     season_index,
 )
 
@@ -240,24 +239,3 @@ def test_seattle_climatology_follows_the_seasons():
         rmse[name] = float(np.sqrt(np.mean(error**2)))
     assert rmse["seasonal"] == pytest.approx(4.07, abs=0.05)
     assert rmse["constant"] > 7.0
-
-
-def test_model_beats_compares_in_each_scores_direction():
-    scores = {
-        "model": {
-            "rmse": {"1": 1.0, "2": 2.0},
-            "acc": {"1": 0.5, "2": 0.4},
-            "bias": {"1": -0.1},
-            "rmse:p10": {"1": 0.9},
-        },
-        "persistence": {
-            "rmse": {"1": 1.5, "2": 2.0},
-            "acc": {"1": 0.6, "2": None},
-            "rmse:p10": {"1": 1.4},
-        },
-        "climatology": {"rmse": {"1": 3.0}, "bias": {"1": 0.05}, "csi@1": {"1": 0.2}},
-    }
-    assert model_beats(scores) == {
-        "persistence": {"rmse": {"1": True, "2": False}, "acc": {"1": False}},  # a tie loses
-        "climatology": {"rmse": {"1": True}, "bias": {"1": False}},  # |bias| compared
-    }
