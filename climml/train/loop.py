@@ -23,6 +23,7 @@ import numpy as np
 from flax import nnx
 from tqdm.auto import tqdm
 
+from climml import native
 from climml.config import TrainConfig
 from climml.errors import CheckpointError, expected
 from climml.train import parallel
@@ -196,7 +197,14 @@ def fit(
     Ctrl-C or SIGTERM stops at the next step boundary: a checkpoint is saved (with a
     ``workdir``), ``model`` receives the best parameters so far, and ``TrainingInterrupted`` is
     raised; calling ``fit`` again with the same ``workdir`` resumes.
+
+    ``cfg.native_lstm`` asks for the opt-in C++ LSTM kernel for the steps traced here.
     """
+    with native.enabled(cfg.native_lstm):
+        return _fit(model, train_loader, val_loader, cfg, seed, workdir, progress, on_step)
+
+
+def _fit(model, train_loader, val_loader, cfg, seed, workdir, progress, on_step) -> FitResult:
     trainer = Trainer(
         model, cfg, steps_per_epoch=len(train_loader), batch_size=train_loader.batch_size
     )

@@ -480,3 +480,29 @@ def test_config_switch_runs_the_kernel(default_run, tmp_path, monkeypatch):
     assert model.keys() == ref.keys()
     for lead in ref:
         assert model[lead] == pytest.approx(ref[lead], rel=1e-4)
+
+
+def test_fit_honours_the_config_switch(monkeypatch):
+    """``climml.train.fit`` called directly (research code, no pipeline) asks for the kernel
+    when its ``TrainConfig`` has ``native_lstm=True``, and only then."""
+    import dataclasses
+
+    _kernel_or_skip()
+    monkeypatch.delenv("CLIMML_NATIVE", raising=False)
+    calls = []
+
+    def recording(*args):
+        calls.append(native.requested())
+        return native_lstm_layer(*args)
+
+    monkeypatch.setattr(_recurrence, "native_lstm_layer", recording)
+    cfg = cm.config.load("configs/lstm_nino.yaml", RUN)
+    exp = pipeline.prepare(cfg)
+    for switch in (False, True):
+        calls.clear()
+        train = dataclasses.replace(cfg.train, native_lstm=switch)
+        model = pipeline.build_model(exp)
+        loaders = exp.loader("train", training=True), exp.loader("val")
+        cm.train.fit(model, *loaders, train, seed=0, progress=False)
+        assert bool(calls) is switch and all(calls)
+    assert not native.requested()
