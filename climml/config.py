@@ -35,6 +35,24 @@ class NormalizeConfig:
 
 
 @dataclass(frozen=True)
+class DaskConfig:
+    """Where dask computes the statistics of a run (normalizer, evaluation) and conversions.
+
+    Not part of the experiment: a rescheduled job may use another cluster and still resume.
+    """
+
+    # auto: DASK_SCHEDULER_ADDRESS if set, else a LocalCluster for data larger than
+    # `local_above_gb`, else threads | threads | local (a LocalCluster) | a scheduler address
+    # such as tcp://10.0.0.5:8786 (a cluster from dask-jobqueue, dask-gateway, Kubernetes)
+    scheduler: str = "auto"
+    n_workers: int | None = None  # LocalCluster workers (None: dask's choice for the machine)
+    threads_per_worker: int | None = None
+    processes: bool = True  # LocalCluster workers as processes (False: threads of this process)
+    memory_limit: str | None = None  # per LocalCluster worker, e.g. "4GiB" (None: dask's share)
+    local_above_gb: float = 4.0  # auto: data size from which a LocalCluster is started
+
+
+@dataclass(frozen=True)
 class DataConfig:
     """Where samples come from and how they are cut into windows."""
 
@@ -60,6 +78,18 @@ class DataConfig:
     num_classes: int | None = None  # segmentation / classification targets only
     shuffle: bool = True
     prefetch: int = 2  # batches prepared ahead on a background thread
+    dask: DaskConfig = DaskConfig()
+
+
+@dataclass(frozen=True)
+class DistributedConfig:
+    """JAX's multi-process runtime (``jax.distributed.initialize``) for training on several
+    processes or hosts. Left unset, a run is one process, unless JAX detects a cluster of
+    several (Slurm, Open MPI, Cloud TPU pods), whose settings it then takes."""
+
+    coordinator: str | None = None  # "host:port" of process 0, reachable from every process
+    num_processes: int | None = None
+    process_id: int | None = None  # this process, 0 .. num_processes - 1
 
 
 @dataclass(frozen=True)
@@ -82,7 +112,11 @@ class TrainConfig:
     patience: int | None = 5  # early stopping on validation loss; None = never stop early
     checkpoint_every: int = 50  # optimizer steps between checkpoints (also saved each epoch)
     keep_checkpoints: int = 2
-    devices: int | None = 1  # data-parallel devices; None = all local devices
+    devices: int | None = 1  # data-parallel devices; None = all devices (of every process)
+    # float32 | bfloat16: the dtype the train step computes in; parameters, optimizer state and
+    # the loss stay float32 (climml.train.steps).
+    dtype: str = "float32"
+    distributed: DistributedConfig = DistributedConfig()
     # Opt-in C++ LSTM kernel on AVX-512 CPUs (climml.native): faster, numbers differ by ~1e-6
     # from the default XLA path; declined with one warning where the machine cannot build it.
     native_lstm: bool = False
@@ -126,6 +160,10 @@ class OutputConfig:
     save_predictions: bool = True
     plots: bool = True
     progress: bool = True
+    # JAX's persistent compilation cache for CLI runs: true = $CLIMML_COMPILATION_CACHE or
+    # ~/.cache/climml/jax, a folder path, or false (off). A rescheduled job reuses the compiled
+    # steps instead of compiling again.
+    compilation_cache: bool | str = True
 
 
 @dataclass(frozen=True)
@@ -180,6 +218,9 @@ RANGES: dict[str, Range] = {
     "data.batch_size": Range(1),
     "data.num_classes": Range(2),
     "data.prefetch": Range(0),
+    "data.dask.n_workers": Range(1),
+    "data.dask.threads_per_worker": Range(1),
+    "data.dask.local_above_gb": Range(0),
     "train.lr": _POSITIVE,
     "train.warmup_steps": Range(0),
     "train.decay_rate": Range(0, 1, low_open=True),
@@ -195,6 +236,8 @@ RANGES: dict[str, Range] = {
     "train.checkpoint_every": Range(1),
     "train.keep_checkpoints": Range(1),
     "train.devices": Range(1),
+    "train.distributed.num_processes": Range(1),
+    "train.distributed.process_id": Range(0),
     "eval.explain.n_repeats": Range(1),
     "eval.explain.max_passes": Range(1),
     "eval.explain.max_samples": Range(2),
@@ -467,11 +510,31 @@ def dump(cfg: Config) -> str:
     return yaml.safe_dump(data, sort_keys=False)
 
 
-def differences(a: Config, b: Config, *, ignore: Sequence[str] = ("output",)) -> list[str]:
+# Sections that say where and how a run executes, not what it computes: a job resumed on
+# another machine or cluster may change them.
+NOT_EXPERIMENT = ("output", "data.dask", "train.devices", "train.distributed")
+
+
+def differences(a: Config, b: Config, *, ignore: Sequence[str] = NOT_EXPERIMENT) -> list[str]:
     """Dotted keys whose values differ between two configs (sections in ``ignore`` skipped)."""
     flat_a, flat_b = _flatten(to_dict(a)), _flatten(to_dict(b))
     keys = sorted(set(flat_a) | set(flat_b))
-    return [k for k in keys if k.split(".")[0] not in ignore and flat_a.get(k) != flat_b.get(k)]
+    return [k for k in keys if _kept(k, ignore) and flat_a.get(k) != flat_b.get(k)]
+
+
+def _kept(key: str, ignore: Sequence[str]) -> bool:
+    return not any(key == p or key.startswith(f"{p}.") for p in ignore)
+
+
+def experiment_hash(cfg: Config) -> str:
+    """A short hex digest of what the config computes (``NOT_EXPERIMENT`` sections left out):
+    equal for two configs exactly when ``differences`` finds none."""
+    import hashlib
+    import json
+
+    kept = {k: v for k, v in _flatten(to_dict(cfg)).items() if _kept(k, NOT_EXPERIMENT)}
+    text = json.dumps(kept, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
