@@ -8,8 +8,9 @@ Two layers
   coordinates of the kept dimensions are preserved.
 
 Scores are formed from additive sufficient statistics, ratio last: ``error_sums``,
-``comoments``, ``contingency``, ``confusion_matrix``, ``roc_histogram`` and ``fss_sums``
-return NamedTuples (or a matrix) that ``+`` merges across batches, dask chunks or devices;
+``comoments``, ``contingency``, ``confusion_matrix``, ``roc_histogram``, ``fss_sums``,
+``rank_histogram``, ``spread_skill`` and ``nowcast_statistics`` (every nowcast score at once,
+``climml.metrics.nowcast``) return NamedTuples (or a matrix) that ``+`` merges across batches, dask chunks or devices;
 the score is a method of the merged statistics (``(a + b).rmse()``, ``table.csi()``).
 ``merge`` combines K statistics stacked along a leading axis (e.g. ``lax.all_gather`` of
 them inside ``shard_map``) pairwise.
@@ -91,7 +92,10 @@ from climml.metrics.continuous import (
     mse,
     rmse,
 )
+from climml.metrics.ensemble import RankHistogram, SpreadSkill, rank_histogram, spread_skill
 from climml.metrics.multiclass import confusion_matrix, iou, iou_from_confusion, mean_iou
+from climml.metrics.nowcast import NowcastStats, nowcast_scores, nowcast_statistics, nowcast_table
+from climml.metrics.pooling import pool
 from climml.metrics.probabilistic import brier_score, crps_ensemble, crps_gaussian, pooled_crps
 from climml.metrics.roc import RocHistogram, roc_auc, roc_curve, roc_histogram
 from climml.metrics.spatial import FssSums, fss, fss_sums
@@ -102,7 +106,10 @@ __all__ = [
     "Contingency",
     "ErrorSums",
     "FssSums",
+    "NowcastStats",
+    "RankHistogram",
     "RocHistogram",
+    "SpreadSkill",
     "acc",
     "accuracy",
     "bias",
@@ -130,17 +137,23 @@ __all__ = [
     "mean_iou",
     "merge",
     "mse",
+    "nowcast_scores",
+    "nowcast_statistics",
+    "nowcast_table",
     "pod",
     "pofd",
+    "pool",
     "pooled_crps",
     "precision",
     "radial_psd",
+    "rank_histogram",
     "recall",
     "resample_indices",
     "rmse",
     "roc_auc",
     "roc_curve",
     "roc_histogram",
+    "spread_skill",
     "weighted_mean",
     "xr",
 ]

@@ -25,7 +25,8 @@ from jax import Array, lax
 from jax.scipy.stats import norm
 from jax.typing import ArrayLike
 
-from climml.errors import ConfigError, DataError, expected
+from climml.errors import DataError, expected
+from climml.metrics import pooling
 from climml.metrics._masking import (
     Axis,
     as_float,
@@ -37,6 +38,7 @@ from climml.metrics._masking import (
 )
 from climml.metrics._sorting import NETWORK_MAX, sort_members
 from climml.metrics.continuous import error_sums
+from climml.metrics.pooling import check_pooling
 
 
 def brier_score(
@@ -224,9 +226,6 @@ def _crps_gaussian(mu: Array, sigma: Array, observed: Array) -> Array:
     return jnp.where(sigma < 0, jnp.nan, score)
 
 
-POOLS = ("avg", "max")
-
-
 def pooled_crps(
     forecast: ArrayLike,
     observed: ArrayLike,
@@ -257,37 +256,16 @@ def pooled_crps(
     Returns:
       ``(..., H', W')`` CRPS of the pooled fields, ``H' = (H - scale) // stride + 1``.
     """
-    if pool not in POOLS:
-        raise ConfigError(expected("pool", f"one of {POOLS}", repr(pool)))
-    stride = scale if stride is None else stride
-    for name, value in (("scale", scale), ("stride", stride)):
-        if not isinstance(value, int) or value < 1:
-            raise ConfigError(expected(name, "a positive int", value))
+    scale, stride = check_pooling(
+        size=scale, kind=pool, stride=stride, names=("scale", "pool", "stride")
+    )
     forecast, observed = as_float(forecast, observed)
     members = jnp.moveaxis(forecast, _member_axis(forecast, ensemble_axis), 0)
     if observed.ndim < 2 or min(observed.shape[-2:]) < scale:
         want = f"(..., H, W) with H, W >= {scale}"
         raise DataError(expected("observed.shape", want, observed.shape))
-    pooled_members = _pool(members, scale, stride, pool)
-    pooled_observed = _pool(observed, scale, stride, pool)
+    pooled_members = pooling.pool(members, size=scale, kind=pool, stride=stride)
+    pooled_observed = pooling.pool(observed, size=scale, kind=pool, stride=stride)
     return crps_ensemble(pooled_members, pooled_observed, ensemble_axis=0, fair=fair)
 
 
-@functools.partial(jax.jit, static_argnames=("scale", "stride", "pool"))
-def _pool(x: Array, scale: int, stride: int, pool: str) -> Array:
-    """Pool the last two axes of ``x``; NaN anywhere in a window makes it NaN."""
-    window = (1,) * (x.ndim - 2) + (scale, scale)
-    strides = (1,) * (x.ndim - 2) + (stride, stride)
-    missing = jnp.isnan(x)
-    if pool == "avg":
-        zero = jnp.zeros((), x.dtype)
-        total = lax.reduce_window(jnp.where(missing, 0, x), zero, lax.add, window, strides, "VALID")
-        pooled = total / (scale * scale)
-    else:
-        lowest = jnp.full((), -jnp.inf, x.dtype)
-        filled = jnp.where(missing, -jnp.inf, x)
-        pooled = lax.reduce_window(filled, lowest, lax.max, window, strides, "VALID")
-    n_missing = lax.reduce_window(
-        missing.astype(jnp.int32), jnp.int32(0), lax.add, window, strides, "VALID"
-    )
-    return jnp.where(n_missing > 0, jnp.nan, pooled)
