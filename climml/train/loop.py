@@ -32,6 +32,7 @@ from climml.train.losses import make_loss
 from climml.train.optimizer import build_optimizer
 from climml.train.steps import (
     TrainState,
+    compute_dtype,
     graphdefs,
     init_state,
     make_eval_step,
@@ -81,13 +82,15 @@ class TrainingInterrupted(KeyboardInterrupt):
     """Training stopped by Ctrl-C or SIGTERM at a step boundary, after a checkpoint was saved.
 
     ``epoch`` (1-based) and ``step`` (optimizer steps taken) locate the stop; ``checkpoint`` is
-    the checkpoint directory, ``None`` when ``fit`` ran without a ``workdir``. A subclass of
+    the checkpoint directory, ``None`` when ``fit`` ran without a ``workdir``; ``signum`` is the
+    signal that asked for the stop (the CLI exits with 128 + it). A subclass of
     ``KeyboardInterrupt``, so code that handles Ctrl-C keeps working.
     """
 
-    def __init__(self, epoch: int, step: int, checkpoint: Path | None):
+    def __init__(self, epoch: int, step: int, checkpoint: Path | None, signum: int = signal.SIGINT):
         super().__init__(f"interrupted at epoch {epoch} step {step}")
         self.epoch, self.step, self.checkpoint = epoch, step, checkpoint
+        self.signum = int(signum)
 
 
 class _StopOnSignal:
@@ -100,12 +103,13 @@ class _StopOnSignal:
 
     def __init__(self) -> None:
         self.requested = False
+        self.signum = int(signal.SIGINT)  # of the first request
         self._previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.requested:
             raise KeyboardInterrupt
-        self.requested = True
+        self.requested, self.signum = True, int(signum)
 
     def __enter__(self) -> _StopOnSignal:
         if threading.current_thread() is threading.main_thread():
@@ -131,7 +135,8 @@ class Trainer:
         self.tx = build_optimizer(cfg, steps_per_epoch * cfg.epochs)
         self.mesh = parallel.data_mesh(cfg.devices, batch_size)
         self.initial = parallel.replicate(init_state(model, self.tx), self.mesh)
-        self.train_step = make_train_step(self.train_def, loss_fn, self.tx)
+        dtype = compute_dtype(cfg.dtype)
+        self.train_step = make_train_step(self.train_def, loss_fn, self.tx, dtype)
         self.eval_step = make_eval_step(self.eval_def, loss_fn)
 
     def device_batch(self, batch: Any) -> dict[str, Any]:
@@ -158,6 +163,7 @@ class _Run:
     bar: Any  # tqdm over all steps of all epochs
     stop: _StopOnSignal
     on_step: Callable[[int], None] | None
+    log: Callable[[dict[str, Any]], None] | None = None
     saved_step: int = -1  # last checkpointed step (a step is saved once)
 
     def save(self, state: TrainState, best: tuple, pos: Progress) -> None:
@@ -170,7 +176,7 @@ class _Run:
         if self.stop.requested:
             self.save(state, best, pos)
             directory = None if self.ckpt is None else self.ckpt.directory
-            raise TrainingInterrupted(epoch, int(state.step), directory)
+            raise TrainingInterrupted(epoch, int(state.step), directory, self.stop.signum)
 
 
 def fit(
@@ -183,6 +189,7 @@ def fit(
     workdir: str | Path | None = None,
     progress: bool = True,
     on_step: Callable[[int], None] | None = None,
+    log: Callable[[dict[str, Any]], None] | None = None,
 ) -> FitResult:
     """Train ``model`` on ``train_loader``, early-stopping on ``val_loader``'s loss.
 
@@ -191,8 +198,12 @@ def fit(
 
     With ``workdir``, checkpoints go to ``workdir/checkpoints`` every ``cfg.checkpoint_every``
     steps and after every epoch, and an existing checkpoint there is resumed from. ``on_step(n)``
-    is called after each optimizer step (for logging, or to stop a run in tests). ``progress``
-    shows one bar over all epochs (overall ETA, current loss) and an "early stop" line.
+    is called after each optimizer step (for logging, or to stop a run in tests). ``log(record)``
+    receives ``{"event": "step", "epoch", "step", "loss"}`` every ``cfg.checkpoint_every``
+    steps (``loss``: the epoch's mean train loss so far) and ``{"event": "epoch", "step", and
+    the history entry}`` after each epoch; it is called where the loop reads the loss anyway, so
+    it costs no extra device synchronization. ``progress`` shows one bar over all epochs
+    (overall ETA, current loss) and an "early stop" line.
 
     Ctrl-C or SIGTERM stops at the next step boundary: a checkpoint is saved (with a
     ``workdir``), ``model`` receives the best parameters so far, and ``TrainingInterrupted`` is
@@ -201,13 +212,17 @@ def fit(
     ``cfg.native_lstm`` asks for the opt-in C++ LSTM kernel for the steps traced here.
     """
     with native.enabled(cfg.native_lstm):
-        return _fit(model, train_loader, val_loader, cfg, seed, workdir, progress, on_step)
+        return _fit(model, train_loader, val_loader, cfg, seed, workdir, progress, on_step, log)
 
 
-def _fit(model, train_loader, val_loader, cfg, seed, workdir, progress, on_step) -> FitResult:
+def _fit(model, train_loader, val_loader, cfg, seed, workdir, progress, on_step, log) -> FitResult:
     trainer = Trainer(
         model, cfg, steps_per_epoch=len(train_loader), batch_size=train_loader.batch_size
     )
+    if jax.process_count() > 1:  # each process loads its rows of every global batch
+        shard = jax.process_index(), jax.process_count()
+        train_loader, val_loader = train_loader.shard(*shard), val_loader.shard(*shard)
+        progress = progress and jax.process_index() == 0
     ckpt = Checkpointer(Path(workdir) / "checkpoints", cfg.keep_checkpoints) if workdir else None
     state, best, pos = _start(trainer, ckpt)
     steps = len(train_loader)
@@ -221,7 +236,7 @@ def _fit(model, train_loader, val_loader, cfg, seed, workdir, progress, on_step)
     )
     with _StopOnSignal() as stop:
         run = _Run(
-            trainer, train_loader, val_loader, jax.random.key(seed), ckpt, bar, stop, on_step
+            trainer, train_loader, val_loader, jax.random.key(seed), ckpt, bar, stop, on_step, log
         )
         try:
             while not pos.finished and pos.epoch < cfg.epochs:
@@ -244,8 +259,7 @@ def _start(trainer: Trainer, ckpt: Checkpointer | None) -> tuple[TrainState, tup
     best = (state.params, state.rest)
     if ckpt is None or ckpt.latest_step() is None:
         return state, best, Progress()
-    tree, meta = ckpt.restore({"state": state, "best": best})
-    tree = parallel.replicate(tree, trainer.mesh)
+    tree, meta = ckpt.restore({"state": state, "best": best})  # onto the current mesh
     return tree["state"], tree["best"], Progress.from_json(meta)
 
 
@@ -279,9 +293,13 @@ def _run_epoch(run: _Run, state: TrainState, best: tuple, pos: Progress):
             run.on_step(step)
         if pos.batch == n_batches:
             break  # the end-of-epoch checkpoint is saved below, after validation
-        if run.stop.requested or (run.ckpt is not None and step % cfg.checkpoint_every == 0):
+        at_checkpoint = step % cfg.checkpoint_every == 0
+        if run.stop.requested or at_checkpoint:
             pos.epoch_loss_sum = float(loss_sum)
             run.save(state, best, pos)
+            if at_checkpoint and run.log is not None:
+                loss = pos.epoch_loss_sum / pos.batch
+                run.log({"event": "step", "epoch": pos.epoch + 1, "step": step, "loss": loss})
         run.stop_if_requested(state, best, pos, pos.epoch + 1)
     pos.epoch_loss_sum = float(loss_sum)
     best = _end_epoch(
@@ -295,6 +313,8 @@ def _run_epoch(run: _Run, state: TrainState, best: tuple, pos: Progress):
         waited=waited,
     )
     last = pos.history[-1]
+    if run.log is not None:
+        run.log({"event": "epoch", "step": step, **last})
     bar.set_postfix(loss=f"{last['train_loss']:.4g}", val_loss=f"{last['val_loss']:.4g}")
     if pos.finished and pos.epoch < cfg.epochs and not bar.disable:
         best_epoch = min(pos.history, key=lambda h: h["val_loss"])["epoch"]
