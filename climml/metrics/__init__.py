@@ -9,9 +9,10 @@ Two layers
 
 Scores are formed from additive sufficient statistics, ratio last: ``error_sums``,
 ``comoments``, ``contingency``, ``confusion_matrix``, ``roc_histogram``, ``fss_sums``,
-``rank_histogram``, ``spread_skill`` and ``nowcast_statistics`` (every nowcast score at once,
-``climml.metrics.nowcast``) return NamedTuples (or a matrix) that ``+`` merges across batches, dask chunks or devices;
-the score is a method of the merged statistics (``(a + b).rmse()``, ``table.csi()``).
+``rank_histogram``, ``spread_skill`` and ``nowcast_statistics`` (every nowcast score at
+once, ``climml.metrics.nowcast``) return NamedTuples (or a matrix) that ``+`` merges across
+batches, dask chunks or devices; the score is a method of the merged statistics
+(``(a + b).rmse()``, ``table.csi()``).
 ``merge`` combines K statistics stacked along a leading axis (e.g. ``lax.all_gather`` of
 them inside ``shard_map``) pairwise.
 
