@@ -21,6 +21,7 @@ from climml.errors import ConfigError, DataError, expected
 SOURCES: dict[str, Callable[..., xr.Dataset]] = {
     "synthetic.enso": synthetic.enso,
     "synthetic.extreme_weather": synthetic.extreme_weather,
+    "synthetic.radar": synthetic.radar,
     "real.hadisst_ice": hadisst_ice,
     "real.nino12": nino12,
     "real.seattle_weather": seattle_weather,
