@@ -136,11 +136,24 @@ class ExplainConfig:
 
 
 @dataclass(frozen=True)
+class NowcastConfig:
+    """Verification settings of task ``nowcast`` (``climml.metrics.nowcast_statistics``)."""
+
+    thresholds: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0)  # rain events x >= t (target units)
+    pools: tuple[int, ...] = (1, 4, 16)  # max-pooled CSI, avg/max-pooled CRPS (cells)
+    fss_scales: tuple[int, ...] = (1, 4, 16)  # FSS neighbourhoods (cells)
+    members: int = 8  # members of ensemble baselines (steps)
+    motion_frames: int = 3  # last input frames the optical-flow baselines fit motion to
+
+
+@dataclass(frozen=True)
 class EvalConfig:
     """What is scored after training, on which split, against which baselines."""
 
-    task: str = "regression"  # regression | segmentation | reconstruction
+    task: str = "regression"  # regression | segmentation | reconstruction | nowcast
     split: str = "test"
+    # regression: persistence, climatology, ar, ar<p>; nowcast: persistence (Eulerian),
+    # advection (JAX optical flow), pysteps_flow, steps (the last two need climml[radar])
     baselines: tuple[str, ...] = ("persistence", "climatology")
     # Score names, or {name: {param: value}} for scores with parameters, e.g.
     # [rmse, acc, {csi: {thresholds: [0.5, 1.0]}}, {fss: {thresholds: [1.0], scales: [1, 3]}},
@@ -150,6 +163,7 @@ class EvalConfig:
     # WeatherBench 2) | cos (cos(latitude)) | none (every grid point alike).
     area_weighting: str = "cell_area"
     explain: ExplainConfig = ExplainConfig()
+    nowcast: NowcastConfig = NowcastConfig()
 
 
 @dataclass(frozen=True)
@@ -242,6 +256,11 @@ RANGES: dict[str, Range] = {
     "eval.explain.max_passes": Range(1),
     "eval.explain.max_samples": Range(2),
     "eval.explain.n_bootstrap": Range(0),
+    "eval.nowcast.thresholds": Range(0),
+    "eval.nowcast.pools": Range(1),
+    "eval.nowcast.fss_scales": Range(1),
+    "eval.nowcast.members": Range(2),
+    "eval.nowcast.motion_frames": Range(2),
     "model.filters": Range(1),
     "model.kernel_size": Range(1),
     "model.dilation": Range(1),
