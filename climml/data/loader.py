@@ -7,10 +7,15 @@ with fancy indexing, and shuffles by mixing a few blocks at a time, so memory st
 while samples from distant years still share batches. Background threads read the next blocks
 and cut the next batches while the device computes. Batch order is a pure function of
 ``(seed, epoch)``: a resumed run restarts mid-epoch and sees exactly the same batches.
+
+In a multi-process job, ``loader.shard(p, P)`` gives process ``p`` a loader of the same global
+batches that cuts only rows ``p * B/P .. (p+1) * B/P`` of each (and reads only the blocks those
+rows touch), so the processes together see exactly what one process would.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -54,7 +59,8 @@ class WindowLoader:
     mask_channel: append a channel that is 1 where every input is finite.
     prefetch: batches prepared ahead on a background thread, which also has the next group
         of blocks read on a worker thread meanwhile (0: everything on the caller's thread).
-    sharding: if given, array fields are ``jax.device_put`` with it (see ``batch_sharding``).
+    sharding: if given, array fields are placed with it (see ``batch_sharding``); over several
+        processes, as global arrays joined from every process's rows.
     block_steps: anchors per contiguous read (default: about 16 MiB of arrays per block).
     shuffle_blocks: blocks whose samples are shuffled together (the shuffle buffer).
     """
@@ -90,6 +96,7 @@ class WindowLoader:
         self.shuffle, self.seed, self.drop_last = bool(shuffle), int(seed), bool(drop_last)
         self.mask_channel, self.prefetch, self.sharding = bool(mask_channel), prefetch, sharding
         self.shuffle_blocks = int(shuffle_blocks)
+        self.process_index, self.process_count = 0, 1  # see ``shard``
 
         self._source, self._spatial, self._channels = _input_layout(ds, inputs, target)
         self.inputs, self.target = tuple(inputs), target
@@ -108,6 +115,27 @@ class WindowLoader:
             raise ConfigError(expected("data.batch_size", "at most the number of samples", found))
         if sharding is not None:
             _check_sharding(sharding, self.batch_size)
+
+    def shard(self, process_index: int, process_count: int) -> WindowLoader:
+        """This loader for process ``process_index`` of ``process_count``: the same global
+        batches (``batch_size`` samples, same order and padding), of which it yields only rows
+        ``process_index * b .. (process_index + 1) * b``, ``b = batch_size / process_count``."""
+        _check_int("process_count", process_count, 1)
+        _check_int("process_index", process_index, 0)
+        if process_index >= process_count:
+            want = f"an integer in [0, {process_count - 1}]"
+            raise ConfigError(expected("process_index", want, process_index))
+        if self.batch_size % process_count:
+            want = f"a multiple of the {process_count} processes"
+            raise ConfigError(expected("data.batch_size", want, self.batch_size))
+        shard = copy.copy(self)
+        shard.process_index, shard.process_count = int(process_index), int(process_count)
+        return shard
+
+    @property
+    def local_batch_size(self) -> int:
+        """Rows of each batch this loader yields (``batch_size`` unless ``shard``-ed)."""
+        return self.batch_size // self.process_count
 
     @property
     def num_samples(self) -> int:
@@ -167,16 +195,23 @@ class WindowLoader:
 
     def _batches(self, epoch: int, start_batch: int) -> Iterator[Batch]:
         order, group = self._plan(epoch)
-        size = self.batch_size
-        remaining = self._block_of[order[start_batch * size : len(self) * size]]
+        size, rows = self.batch_size, self.local_batch_size
+        first_row = self.process_index * rows
+        # This process's positions of batch k: rows first_row .. first_row + rows of it (fewer,
+        # or none, where the last batch is padding).
+        local = [
+            order[k * size + first_row : min(k * size + first_row + rows, (k + 1) * size)]
+            for k in range(start_batch, len(self))
+        ]
+        remaining = self._block_of[np.concatenate(local)]
         _, first = np.unique(remaining, return_index=True)
         sequence = remaining[np.sort(first)]  # blocks in the order batches first need them
         # With a prefetch thread, the next group of blocks is read while this one is cut.
         cache = BlockCache(self._read_block, group, sequence, ahead=1 if self.prefetch else 0)
         try:
-            for k in range(start_batch, len(self)):
-                positions = order[k * size : (k + 1) * size]
-                batch = self._assemble(positions, cache.get(np.unique(self._block_of[positions])))
+            for positions in local:
+                needed = np.unique(self._block_of[positions])
+                batch = self._assemble(positions, cache.get(needed) if needed.size else {})
                 yield batch if self.sharding is None else self._to_device(batch)
         finally:
             cache.close()
@@ -207,7 +242,7 @@ class WindowLoader:
         return _Block(lo, inputs, target, valid.astype(np.float32))
 
     def _assemble(self, positions: np.ndarray, blocks: dict[int, _Block]) -> Batch:
-        n, size = len(positions), self.batch_size
+        n, size = len(positions), self.local_batch_size
         x = np.zeros((size, *self._input_shape), np.float32)
         y = np.zeros((size, len(self.leads), *self._target_spatial), np.float32)
         y_valid = np.zeros_like(y)
@@ -236,7 +271,10 @@ class WindowLoader:
     def _to_device(self, batch: Batch) -> Batch:
         import jax
 
-        arrays = jax.device_put(tuple(batch[:-1]), self.sharding)
+        if self.process_count == 1:
+            arrays = jax.device_put(tuple(batch[:-1]), self.sharding)
+        else:
+            arrays = [jax.make_array_from_process_local_data(self.sharding, a) for a in batch[:-1]]
         return Batch(*arrays, batch.anchor)
 
 

@@ -3,6 +3,14 @@
 A model is split once into ``graphdef`` (static structure; train and eval modes differ, e.g. for
 dropout) and a ``TrainState`` pytree. Steps are pure functions of ``(state, batch, key)``, so they
 can be jitted once per run, sharded over devices, and checkpointed as plain arrays.
+
+Mixed precision (``train.dtype: bfloat16``): the train step casts the float32 parameters and the
+inputs to bfloat16, so the model's matrix products and convolutions run in bfloat16, and casts
+the prediction back to float32 for the loss. Gradients flow back through the casts to the
+float32 parameters, and the optimizer updates float32 parameters and moments, so small updates
+are not rounded away. No loss scaling is needed: scaling exists for float16, whose 5 exponent
+bits flush gradients below ~6e-8 to zero, while bfloat16 has float32's 8 exponent bits (range to
+~1e-38) and only fewer mantissa bits. Validation and prediction run in float32.
 """
 
 from __future__ import annotations
@@ -15,10 +23,32 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from climml.errors import ConfigError, expected
 from climml.models._aux_loss import aux_loss
 
 # Batch fields the steps consume; the rest (anchors, history) stay on the host.
 STEP_FIELDS = ("x", "y", "y_valid", "weight")
+COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}  # train.dtype
+
+
+def compute_dtype(name: str) -> Any:
+    """The ``jnp`` dtype of ``train.dtype`` ``name``."""
+    if name not in COMPUTE_DTYPES:
+        raise ConfigError(expected("train.dtype", f"one of {list(COMPUTE_DTYPES)}", repr(name)))
+    return COMPUTE_DTYPES[name]
+
+
+def _cast_floats(tree: Any, dtype: Any) -> Any:
+    """``tree`` with its floating-point leaves cast to ``dtype`` (integers, keys unchanged)."""
+
+    def cast(leaf):
+        return leaf.astype(dtype) if jnp.issubdtype(leaf.dtype, jnp.floating) else leaf
+
+    return jax.tree.map(cast, tree)
+
+
+def _same_dtype(new: jax.Array, old: jax.Array) -> jax.Array:
+    return new if new.dtype == old.dtype else new.astype(old.dtype)
 
 
 class TrainState(NamedTuple):
@@ -54,15 +84,25 @@ def make_train_step(
     train_def: Any,
     loss_fn: Callable[[jax.Array, Mapping[str, jax.Array]], jax.Array],
     tx: optax.GradientTransformation,
+    dtype: Any = jnp.float32,
 ) -> Callable[[TrainState, Mapping[str, jax.Array], jax.Array], tuple[TrainState, jax.Array]]:
-    """``train_step(state, batch, key) -> (state, loss)``: one jitted optimizer update."""
+    """``train_step(state, batch, key) -> (state, loss)``: one jitted optimizer update, the
+    model computing in ``dtype`` (float32 parameters and loss whatever ``dtype``)."""
+    mixed = jnp.dtype(dtype) != jnp.float32
 
     def loss_and_rest(params, rest, batch):
         # Fresh Variable objects at this trace level, so dropout may advance its RNG count here.
         rest = jax.tree.map(lambda v: v, rest)
+        x = batch["x"]
+        if mixed:  # the casts are differentiated: gradients arrive in float32
+            params, x = _cast_floats(params, dtype), x.astype(dtype)
         model = nnx.merge(train_def, params, rest)
-        loss = loss_fn(model(batch["x"]), batch) + aux_loss(model)  # e.g. a VAE's KL term
-        return loss, nnx.split(model, nnx.Param, ...)[2]
+        pred = model(x).astype(jnp.float32)
+        loss = loss_fn(pred, batch) + aux_loss(model).astype(jnp.float32)  # e.g. a VAE's KL
+        new_rest = nnx.split(model, nnx.Param, ...)[2]
+        if mixed:  # statistics the model stored (batch norm) keep their dtype across steps
+            new_rest = jax.tree.map(_same_dtype, new_rest, rest)
+        return loss, new_rest
 
     def reseeded(state: TrainState, key):
         # Outside the grad trace: RNG variables may only be set at the trace level they live in.
