@@ -28,6 +28,7 @@ from climml import models, native
 from climml.config import Config
 from climml.errors import ConfigError, expected
 from climml.experiment import Experiment, Predictor
+from climml.train import distributed
 from climml.train.loop import FitResult, fit, load_best
 from climml.types import Batch
 
@@ -54,11 +55,14 @@ def prepare(cfg: Config) -> Experiment:
     from climml import tasks
     from climml.train.losses import loss_terms
     from climml.train.optimizer import build_optimizer
+    from climml.train.steps import compute_dtype
 
     config_mod.check(cfg)  # again: a config edited with dataclasses.replace skipped load()
     tasks.get(cfg.eval.task).check(cfg)
     build_optimizer(cfg.train, total_steps=1)  # names: optimizer, schedule
     loss_terms(cfg.train)
+    compute_dtype(cfg.train.dtype)
+    distributed.check(cfg.train.distributed)
     d = cfg.data
     if "train" not in d.splits or "val" not in d.splits:  # fit early-stops on 'val'
         raise ConfigError(expected("data.splits", "'train' and 'val' splits", sorted(d.splits)))
@@ -101,12 +105,19 @@ def build_model(exp: Experiment) -> nnx.Module:
 
 @_native_switch
 def train(cfg: Config, workdir: str | Path, exp: Experiment | None = None) -> FitResult:
-    """Train (or resume training) into ``workdir``; writes config, normalizer and history."""
+    """Train (or resume training) into ``workdir``; writes config, normalizer and history.
+
+    Over several processes (``train.distributed`` or a detected cluster) every process calls
+    this with the same config and a ``workdir`` they share; process 0 writes the files.
+    """
+    distributed.initialize(cfg.train.distributed)  # before anything starts JAX's devices
     exp = exp or prepare(cfg)
     model = build_model(exp)  # a model or loader that cannot be built fails before any write
     loaders = exp.loader("train", training=True), exp.loader("val")
     workdir = _init_workdir(cfg, workdir)
-    exp.normalizer.to_dataset().to_netcdf(workdir / "normalizer.nc")
+    primary = distributed.is_primary()
+    if primary:
+        exp.normalizer.to_dataset().to_netcdf(workdir / "normalizer.nc")
     result = fit(
         model,
         *loaders,
@@ -115,7 +126,8 @@ def train(cfg: Config, workdir: str | Path, exp: Experiment | None = None) -> Fi
         workdir=workdir,
         progress=cfg.output.progress,
     )
-    write_json(workdir / "history.json", result.history)
+    if primary:
+        write_json(workdir / "history.json", result.history)
     return result
 
 
@@ -221,6 +233,9 @@ def run(cfg: Config, workdir: str | Path | None = None) -> RunResult:
     Resumable: re-running continues from the last checkpoint in ``workdir``.
     """
     workdir = Path(workdir or cfg.output.workdir)
+    if (processes := distributed.process_count(cfg.train.distributed)) > 1:
+        want = "one process for `run` (`train` on every process, then `evaluate` on one)"
+        raise ConfigError(expected("train.distributed", want, f"{processes} processes"))
     exp = prepare(cfg)  # all config and data errors surface before anything is written
     if cfg.eval.explain.enabled:
         from climml.explain import stage

@@ -74,6 +74,14 @@ def initialize(cfg: DistributedConfig) -> int:
     return jax.process_count()
 
 
+def process_count(cfg: DistributedConfig) -> int:
+    """Processes a run of ``cfg`` spans, without joining the runtime."""
+    check(cfg)
+    if jax.distributed.is_initialized():
+        return jax.process_count()
+    return _detected_processes() if cfg.num_processes is None else cfg.num_processes
+
+
 def _detected_processes() -> int:
     """Processes of the cluster JAX's own detectors find (1 where they find none).
 
