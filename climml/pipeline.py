@@ -249,7 +249,7 @@ def run(cfg: Config, workdir: str | Path | None = None) -> RunResult:
     if cfg.output.plots:
         from climml.viz.plots import plot_loss_curve
 
-        plot_loss_curve(result.history, workdir / "loss_curve.png")
+        plot_loss_curve(result.history, path=workdir / "loss_curve.png")
     return RunResult(workdir, metrics, result.history)
 
 

@@ -87,7 +87,7 @@ def explain_run(exp: Experiment, model: DifferentiablePredictor, workdir: Path) 
         maps = saliency_map(exp, predict_fn, x, names)
         maps.to_netcdf(workdir / "saliency.nc")
     if cfg.output.plots:
-        _plot(result, maps if gridded else None, workdir, ecfg.score)
+        _plot(exp, result, maps if gridded else None, workdir)
     return {"model": _summary(result)}
 
 
@@ -153,18 +153,22 @@ def _summary(result: xr.Dataset) -> dict[str, dict[str, float]]:
     }
 
 
-def _plot(result: xr.Dataset, maps: xr.DataArray | None, workdir: Path, score: str) -> None:
+def _plot(exp: Experiment, result: xr.Dataset, maps: xr.DataArray | None, workdir: Path) -> None:
     from climml.viz.importance import plot_importance, plot_saliency
+    from climml.viz.style import time_step_unit
 
-    plot_importance(result, score_name=f"{score} (normalized)").savefig(
-        workdir / "importance.png", dpi=120
-    )
+    score = exp.cfg.eval.explain.score
+    plot_importance(result, score_name=f"{score} (normalized)", path=workdir / "importance.png")
     if maps is not None:
         lat, lon = (maps[d].values if d in maps.coords else None for d in maps.dims[:2])
+        leads = ", ".join(str(lead) for lead in exp.cfg.data.leads)
         plot_saliency(
             maps.values,
             lat=lat,
             lon=lon,
             names=list(maps.channel.values),
-            title="saliency of the mean forecast (summed over input steps)",
-        ).savefig(workdir / "saliency.png", dpi=120)
+            lead=f"mean over leads {leads} {time_step_unit(exp.time)}",
+            units=maps.attrs["units"],
+            title="Saliency of the forecast (summed over input steps)",
+            path=workdir / "saliency.png",
+        )

@@ -49,10 +49,13 @@ def plot_most_anomalous(ds, name: str, path: Path) -> None:
 
     score = ds["anomaly_score"].isel(lead=0).fillna(-np.inf).values
     sample = ds.isel(time=int(np.argmax(score)), lead=0)
-    panels = [
-        Panel("observed", sample["observed"].values),
-        Panel("reconstruction", sample[name].values),
-        Panel("squared error", sample["error"].values, "error"),
+    units = str(ds["observed"].attrs.get("units", ""))
+    squared = f"({units})²" if units else ""
+    panels = [  # observed and reconstructed in one colour range: equal colours, equal values
+        Panel("observed", sample["observed"].values, units=units, group="field"),
+        Panel("reconstruction", sample[name].values, units=units, group="field"),
+        Panel("squared error", sample["error"].values, "error", units=squared),
     ]
     when = np.datetime_as_string(sample["valid_time"].values, unit="h")
-    plot_panels(panels, ds["lat"].values, ds["lon"].values, path, title=f"most anomalous: {when}")
+    title = f"most anomalous: {when}"
+    plot_panels(panels, ds["lat"].values, ds["lon"].values, title=title, path=path)

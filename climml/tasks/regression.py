@@ -84,8 +84,14 @@ def evaluate(exp: Experiment, model: Predictor, workdir: Path) -> dict:
         ds.to_zarr(workdir / "predictions.zarr", mode="w")
     if exp.cfg.output.plots:
         from climml.viz.plots import plot_skill_by_lead
+        from climml.viz.style import time_step_unit
 
-        plot_skill_by_lead(scores, workdir / "skill_by_lead.png")
+        plot_skill_by_lead(
+            scores,
+            lead_unit=time_step_unit(exp.time),
+            units=exp.raw[exp.cfg.data.target].attrs.get("units"),
+            path=workdir / "skill_by_lead.png",
+        )
     return scores
 
 

@@ -8,7 +8,7 @@ confusion matrix still sums to the number of valid pixels). ``brier`` and ``auc`
 class probabilities (softmax of the logits) one class against the rest. Writes
 ``predictions.zarr`` (int8 masks on dims ``time`` = initialization time, ``lead``, target dims;
 ``observed`` is -1 where the truth is missing) and ``segmentation_map.png`` (input / truth /
-prediction on a map).
+prediction on a map; with a ``sea_ice`` class also ``sea_ice_map.png``, the two poles).
 """
 
 from __future__ import annotations
@@ -223,8 +223,9 @@ def to_dataset(exp: Experiment, masks: dict[str, np.ndarray], anchor: np.ndarray
 
 
 def plot_example(exp: Experiment, anchor, observed, predicted, names, path: Path) -> None:
-    """Input / truth / prediction maps for the sample with most pixels of the rarest class."""
-    from climml.viz.maps import Panel, plot_panels
+    """Input / truth / prediction maps for the sample with most pixels of the rarest class;
+    with a ``sea_ice`` class also truth / prediction on polar maps (``sea_ice_map.png``)."""
+    from climml.viz.maps import Panel, plot_panels, plot_polar
 
     cfg = exp.cfg
     counts = np.bincount(observed[observed >= 0].ravel(), minlength=len(names))
@@ -233,10 +234,18 @@ def plot_example(exp: Experiment, anchor, observed, predicted, names, path: Path
     t = int(anchor[i]) + int(cfg.data.leads[0])
     field = exp.raw[cfg.data.inputs[0]].isel(time=int(anchor[i]))
     target = exp.raw[cfg.data.target]
+    maps = [np.asarray(field), observed[i, 0], predicted[i, 0]]
+    if "lon_shift" in exp.raw:  # samples rotated in longitude (real.hadisst_ice): undo it,
+        shift = int(exp.raw["lon_shift"].values[int(anchor[i])])  # so coastlines line up
+        maps = [np.roll(m, -shift, axis=-1) for m in maps]
+    units = str(field.attrs.get("units", ""))
     panels = [
-        Panel(f"input: {cfg.data.inputs[0]}", np.asarray(field)),
-        Panel("truth", observed[i, 0], "classes", tuple(names)),
-        Panel("prediction", predicted[i, 0], "classes", tuple(names)),
+        Panel(f"input: {cfg.data.inputs[0]}", maps[0], units=units, label=cfg.data.inputs[0]),
+        Panel("truth", maps[1], "classes", tuple(names)),
+        Panel("prediction", maps[2], "classes", tuple(names)),
     ]
-    when = np.datetime_as_string(exp.time[t], unit="h")
-    plot_panels(panels, target["lat"].values, target["lon"].values, path, title=str(when))
+    when = str(np.datetime_as_string(exp.time[t], unit="h"))
+    lat, lon = target["lat"].values, target["lon"].values
+    plot_panels(panels, lat, lon, title=when, path=path)
+    if "sea_ice" in names:
+        plot_polar(panels[1:], lat, lon, title=when, path=path.with_name("sea_ice_map.png"))

@@ -1,8 +1,6 @@
 """Segmentation: losses against hand computations and PyTorch; a U-Net learns to find cyclones."""
 
 import dataclasses
-import warnings
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -199,37 +197,3 @@ def test_segmentation_config_errors_name_the_field():
     cfg = config.load("configs/unet_extremes.yaml", overrides=["data.num_classes=null"])
     with pytest.raises(ConfigError, match="data.num_classes"):
         tasks.get("segmentation").check(cfg)
-
-
-def test_maps_use_coastline_files_on_disk_and_never_download(tmp_path, monkeypatch):
-    import shutil
-
-    import cartopy
-
-    from climml.viz import maps
-
-    def no_download(*args, **kwargs):
-        raise AssertionError("a download was attempted")
-
-    monkeypatch.setattr("urllib.request.urlopen", no_download)
-    root = tmp_path / "cartopy"
-    monkeypatch.setitem(cartopy.config, "pre_existing_data_dir", root)
-    monkeypatch.setitem(cartopy.config, "data_dir", tmp_path / "empty")
-    lat, lon = np.linspace(-60, 60, 8), np.linspace(0, 357.5, 16)
-    panels = [
-        maps.Panel("a", np.ones((8, 16))),
-        maps.Panel("b", np.zeros((8, 16)), "classes", ("x", "y")),
-    ]
-    with pytest.warns(UserWarning, match="without coastlines"):
-        maps.plot_panels(panels, lat, lon, tmp_path / "plain.png")
-    # Natural Earth files on disk (here cartopy's own test shapefile under the expected name)
-    lakes = Path(cartopy.__file__).parent / "tests" / "lakes_shapefile"
-    dest = root / "shapefiles" / "natural_earth" / "physical"
-    dest.mkdir(parents=True)
-    for ext in ("shp", "shx", "dbf"):
-        shutil.copy(lakes / f"ne_110m_lakes.{ext}", dest / f"ne_110m_coastline.{ext}")
-    assert maps.coastline_file() == dest / "ne_110m_coastline.shp"
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # no "without coastlines" warning now
-        maps.plot_panels(panels, lat, lon, tmp_path / "coast.png")
-    assert (tmp_path / "coast.png").stat().st_size > 0
