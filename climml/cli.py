@@ -3,7 +3,10 @@
 Thin by design: parse arguments, load the config, call ``climml.pipeline``. Any ``ClimmlError``
 (bad config, data or checkpoint) is printed as one line and exits with status 2. Ctrl-C or
 SIGTERM stops training at the next step with a checkpoint, prints one line saying where and
-exits with status 130 (128 + SIGINT), as shells report an interrupted command.
+exits with 128 + the signal, as shells report a command ended by a signal: 130 for Ctrl-C
+(SIGINT), 143 for SIGTERM (a scheduler's stop or a spot preemption). Re-running the same command
+resumes; re-running a finished ``run``/``train`` does nothing unless ``--force``. The batch-job
+behaviour (exit codes, compilation cache, ``log.jsonl``) is in ``climml.jobs``.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ import threading
 import warnings
 from collections.abc import Sequence
 
+from climml import jobs
 from climml.errors import ClimmlError
+from climml.jobs import ONCE
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -43,6 +48,12 @@ def _parser() -> argparse.ArgumentParser:
             metavar="KEY=VALUE",
             help="override a config value, e.g. train.lr=1e-3",
         )
+        if name in ONCE:
+            sub.add_argument(
+                "--force",
+                action="store_true",
+                help="run again from the start even if this run already finished",
+            )
         if name == "predict":
             sub.add_argument("--split", default="test", help="which data split (default: test)")
             sub.add_argument(
@@ -58,6 +69,13 @@ def _dispatch(args: argparse.Namespace) -> None:
 
     cfg = config.load(args.config, args.overrides)
     workdir = args.workdir or cfg.output.workdir
+    jobs.use_compilation_cache(cfg.output.compilation_cache)
+    if args.command in ONCE:
+        if args.force:
+            jobs.start_afresh(workdir)
+        elif done := jobs.finished(workdir, args.command, cfg):
+            print(jobs.finished_line(workdir, args.command, done))
+            return
     if args.command == "run":
         result = pipeline.run(cfg, workdir)
         print(json.dumps(result.metrics, indent=2))
@@ -81,6 +99,8 @@ def _dispatch(args: argparse.Namespace) -> None:
         print(pipeline.predict(cfg, workdir, split=args.split, output=args.output))
     elif args.command == "explain":
         print(json.dumps(pipeline.explain(cfg, workdir), indent=2))
+    if args.command in ONCE:
+        jobs.mark_finished(workdir, args.command, cfg)
 
 
 def baseline_summary(beats: dict[str, dict[str, dict[str, bool]]]) -> list[str]:
@@ -107,7 +127,7 @@ def _quiet_third_parties() -> None:
     """Silence known third-party chatter the user cannot act on, for the CLI only (a library
     user keeps their own logging and warning settings): absl/orbax INFO logging about
     checkpoint managers, and zarr's warnings about its v3 format (consolidated metadata, codecs,
-string dtypes)."""
+    string dtypes)."""
     for name in ("absl", "orbax", "orbax.checkpoint", "jax._src.xla_bridge"):
         logging.getLogger(name).setLevel(logging.ERROR)
     from absl import logging as absl_logging  # installed with orbax-checkpoint
@@ -117,28 +137,24 @@ string dtypes)."""
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"orbax(\..*)?$")
 
 
-def _terminate_as_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt  # SIGTERM (a scheduler's stop) ends a stage like Ctrl-C
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``climml`` console script; returns the exit status."""
     args = _parser().parse_args(argv)
     _quiet_third_parties()
     main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt) if main_thread else None
+    previous = signal.signal(signal.SIGTERM, jobs.raise_stopped) if main_thread else None
     try:
         _dispatch(args)
     except ClimmlError as err:
         print(f"climml: error: {err}", file=sys.stderr)
-        return 2
+        return jobs.EXIT_ERROR
     except KeyboardInterrupt as stop:
         print(f"climml: {_interrupted(stop)}", file=sys.stderr)
-        return 130
+        return jobs.exit_status(stop)
     finally:
         if main_thread:
             signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
-    return 0
+    return jobs.EXIT_OK
 
 
 def _interrupted(stop: KeyboardInterrupt) -> str:

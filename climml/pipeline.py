@@ -26,8 +26,10 @@ from climml import config as config_mod
 from climml import data as cdata
 from climml import models, native
 from climml.config import Config
+from climml.data.rain import rain_transform
 from climml.errors import ConfigError, expected
 from climml.experiment import Experiment, Predictor
+from climml.jobs import LOG_FILE, JsonLog
 from climml.train import distributed
 from climml.train.loop import FitResult, fit, load_best
 from climml.types import Batch
@@ -64,6 +66,7 @@ def prepare(cfg: Config) -> Experiment:
     compute_dtype(cfg.train.dtype)
     distributed.check(cfg.train.distributed)
     d = cfg.data
+    transform = rain_transform(d.transform, d.transform_threshold)  # a bad name fails here
     if "train" not in d.splits or "val" not in d.splits:  # fit early-stops on 'val'
         raise ConfigError(expected("data.splits", "'train' and 'val' splits", sorted(d.splits)))
     if cfg.eval.split not in d.splits:
@@ -90,6 +93,7 @@ def prepare(cfg: Config) -> Experiment:
         dims=d.normalize.dims,
         climatology=d.normalize.climatology,
         time_range=tuple(d.splits["train"]),
+        transform=transform,
     )
     normalized = norm.apply(raw[variables])
     if d.target not in variables:
@@ -105,7 +109,8 @@ def build_model(exp: Experiment) -> nnx.Module:
 
 @_native_switch
 def train(cfg: Config, workdir: str | Path, exp: Experiment | None = None) -> FitResult:
-    """Train (or resume training) into ``workdir``; writes config, normalizer and history.
+    """Train (or resume training) into ``workdir``; writes config, normalizer and history, and
+    appends progress records to ``log.jsonl`` (``climml.jobs.JsonLog``).
 
     Over several processes (``train.distributed`` or a detected cluster) every process calls
     this with the same config and a ``workdir`` they share; process 0 writes the files.
@@ -125,6 +130,7 @@ def train(cfg: Config, workdir: str | Path, exp: Experiment | None = None) -> Fi
         seed=cfg.seed,
         workdir=workdir,
         progress=cfg.output.progress,
+        log=JsonLog(workdir / LOG_FILE, loaders[0].batch_size) if primary else None,
     )
     if primary:
         write_json(workdir / "history.json", result.history)

@@ -17,6 +17,9 @@ _flags = os.environ.get("XLA_FLAGS", "")
 if "--xla_force_host_platform_device_count" not in _flags:
     os.environ["XLA_FLAGS"] = f"{_flags} --xla_force_host_platform_device_count=8".strip()
 os.environ.setdefault("MPLBACKEND", "Agg")
+# The CLI's persistent compilation cache stays off in tests (nothing written to ~/.cache, no
+# state shared between tests); tests of the cache name a temporary folder.
+os.environ.setdefault("CLIMML_COMPILATION_CACHE", "off")
 
 import pytest  # noqa: E402
 
