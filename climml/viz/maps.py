@@ -132,22 +132,27 @@ def add_gridlines(ax, *, polar_boundary: float | None = None) -> None:
 
 
 def central_longitude(lon: Sequence[float]) -> float:
-    """Centre of the longitude range covered by ``lon`` (degrees, any convention).
+    """Centre (degrees in [-180, 180)) of the longitude range covered by ``lon``.
 
-    The domain is the circle minus its largest gap between neighbouring longitudes, so 120..280
-    (0-360) and 120..180, -180..-80 (-180-180) both give 200 (i.e. -160): a Pacific map centred
-    on the Pacific. A global grid gives the centre of its first-to-last span.
+    A regional domain is the circle minus its largest gap between neighbouring longitudes, so
+    120..280 (0-360) and 120..180, -180..-80 (-180-180) both give -160: a Pacific map centred on
+    the Pacific, not cut at the dateline. A global grid (no gap wider than its spacing) keeps
+    its own convention: 180 for 0-360 longitudes, 0 for -180-180.
     """
-    ring = np.sort(np.mod(np.asarray(lon, np.float64), 360.0))
+    lon = np.asarray(lon, np.float64)
+    ring = np.sort(np.mod(lon, 360.0))
     if ring.size == 1:
-        return float(ring[0])
-    gaps = np.diff(np.append(ring, ring[0] + 360.0))  # gap after each longitude
-    wrap_first = np.roll(gaps, 1)  # ties (a regular global grid): prefer the gap at the wrap
-    after = (int(np.argmax(wrap_first)) - 1) % ring.size  # index of the longitude before it
-    start = ring[(after + 1) % ring.size]
-    span = 360.0 - gaps[after]
-    centre = np.mod(start + span / 2 + 180.0, 360.0) - 180.0
-    return float(centre)
+        return _wrap(float(ring[0]))
+    gaps = np.diff(np.append(ring, ring[0] + 360.0))  # gap after each longitude (last: wrap)
+    if gaps.max() <= 1.5 * np.median(gaps):  # global
+        return _wrap((lon.min() + lon.max()) / 2)
+    before = int(np.argmax(gaps))  # the domain starts after its largest gap
+    start = ring[(before + 1) % ring.size]
+    return _wrap(start + (360.0 - gaps[before]) / 2)
+
+
+def _wrap(lon: float) -> float:
+    return float(np.mod(lon + 180.0, 360.0) - 180.0)
 
 
 def plot_panels(
@@ -298,6 +303,8 @@ def _limits(values: np.ndarray, panel: Panel) -> tuple[float, float]:
     if panel.kind == "diverging":
         top = float(np.max(np.abs(finite))) or 1.0
         return (-top, top)
+    if panel.kind == "error":  # non-negative: zero error is the bottom of the scale
+        return (0.0, float(finite.max()) or 1.0)
     return (float(finite.min()), float(finite.max()))
 
 
