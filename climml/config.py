@@ -35,6 +35,14 @@ class NormalizeConfig:
 
 
 @dataclass(frozen=True)
+class CropConfig:
+    """Random square crops of the training windows (radar nowcasting; ``climml/data/rain.py``)."""
+
+    size: int | None = None  # pixels per side of the last two spatial dims; None: no crops
+    rain_bias: float = 0.0  # fraction of crops drawn in proportion to their wet pixels
+
+
+@dataclass(frozen=True)
 class DaskConfig:
     """Where dask computes the statistics of a run (normalizer, evaluation) and conversions.
 
@@ -75,6 +83,10 @@ class DataConfig:
     batch_size: int = 32
     mask_channel: bool = True  # append a 1/0 channel marking valid (non-NaN) input cells
     normalize: NormalizeConfig = NormalizeConfig()
+    # none | log | dbr: rain-rate transform before normalizing, inverted after (data/rain.py)
+    transform: str = "none"
+    transform_threshold: float = 0.1  # mm/h: log(R + it); dbr: rain below it is dry
+    crop: CropConfig = CropConfig()  # training windows only
     num_classes: int | None = None  # segmentation / classification targets only
     shuffle: bool = True
     prefetch: int = 2  # batches prepared ahead on a background thread
@@ -230,6 +242,9 @@ RANGES: dict[str, Range] = {
     "data.leads": Range(0),
     "data.gap": Range(0),
     "data.batch_size": Range(1),
+    "data.transform_threshold": _POSITIVE,
+    "data.crop.size": Range(1),
+    "data.crop.rain_bias": Range(0, 1),
     "data.num_classes": Range(2),
     "data.prefetch": Range(0),
     "data.dask.n_workers": Range(1),

@@ -20,6 +20,7 @@ import xarray as xr
 from climml.config import Config
 from climml.data.loader import WindowLoader
 from climml.data.normalize import Normalizer
+from climml.data.rain import RainCrop
 from climml.errors import ConfigError, expected
 from climml.types import Batch, IOSpec
 
@@ -75,6 +76,7 @@ class Experiment:
             drop_last=False,
             mask_channel=d.mask_channel,
             prefetch=d.prefetch,
+            crop=RainCrop(d.crop.size, d.crop.rain_bias) if training and d.crop.size else None,
         )
 
     @property

@@ -25,6 +25,7 @@ import xarray as xr
 
 from climml.data.blocks import BlockCache
 from climml.data.prefetch import prefetched
+from climml.data.rain import RainCrop, crop_offset
 from climml.data.validate import validate_dataset
 from climml.errors import ConfigError, DataError, expected
 from climml.types import Batch, IOSpec
@@ -63,6 +64,9 @@ class WindowLoader:
         processes, as global arrays joined from every process's rows.
     block_steps: anchors per contiguous read (default: about 16 MiB of arrays per block).
     shuffle_blocks: blocks whose samples are shuffled together (the shuffle buffer).
+    crop: cut every sample to a ``crop.size`` square of its last two spatial dims (inputs and
+        target alike), the corner drawn from ``(seed, epoch, anchor)`` and biased toward rain
+        as ``crop`` says (``climml.data.rain.RainCrop``); for training.
     """
 
     def __init__(
@@ -83,6 +87,7 @@ class WindowLoader:
         sharding: Any = None,
         block_steps: int | None = None,
         shuffle_blocks: int = 4,
+        crop: RainCrop | None = None,
     ):
         inputs = [inputs] if isinstance(inputs, str) else list(inputs)
         _check_int("data.input_steps", input_steps, 1)
@@ -101,6 +106,9 @@ class WindowLoader:
         self._source, self._spatial, self._channels = _input_layout(ds, inputs, target)
         self.inputs, self.target = tuple(inputs), target
         self._target_spatial = tuple(self._source[target].shape[1:])
+        self.crop = crop
+        if crop is not None:
+            _check_crop(crop, self._spatial, self._target_spatial)
         self.anchors = _check_anchors(anchors, ds.sizes["time"], self.input_steps, self.leads)
         if block_steps is None:
             block_steps = max(self.batch_size, BLOCK_BYTES // self._bytes_per_step())
@@ -151,10 +159,12 @@ class WindowLoader:
     @property
     def spec(self):
         """``IOSpec`` of a sample: input ``(T, *spatial, C)``, output ``(L, *target_spatial)``."""
-        return IOSpec(
-            input_shape=self._input_shape,
-            output_shape=(len(self.leads), *self._target_spatial),
-        )
+        input_shape, target = self._input_shape, self._target_spatial
+        if self.crop is not None:
+            s = self.crop.size
+            input_shape = (*input_shape[:-3], s, s, input_shape[-1])
+            target = (*target[:-2], s, s)
+        return IOSpec(input_shape=input_shape, output_shape=(len(self.leads), *target))
 
     @property
     def _input_shape(self) -> tuple[int, ...]:
@@ -212,6 +222,8 @@ class WindowLoader:
             for positions in local:
                 needed = np.unique(self._block_of[positions])
                 batch = self._assemble(positions, cache.get(needed) if needed.size else {})
+                if self.crop is not None:
+                    batch = self._cropped(batch, epoch)
                 yield batch if self.sharding is None else self._to_device(batch)
         finally:
             cache.close()
@@ -263,6 +275,34 @@ class WindowLoader:
             _gather(block.valid, rel[:, None] + leads, y_valid, rows)
         return Batch(x, y, y_valid, history, weight, anchor)
 
+    def _cropped(self, batch: Batch, epoch: int) -> Batch:
+        """Each real row cut to its crop (padding rows: the top-left corner)."""
+        s = self.crop.size
+        corners = [
+            crop_offset(y, valid, self.crop, np.random.default_rng((self.seed, epoch, int(a))))
+            if a >= 0
+            else (0, 0)
+            for y, valid, a in zip(batch.y, batch.y_valid, batch.anchor, strict=True)
+        ]
+
+        def cut(a: np.ndarray, channel_axis: bool = False) -> np.ndarray:
+            tail = (slice(None),) if channel_axis else ()
+            return np.stack(
+                [
+                    a[i][(..., slice(r, r + s), slice(c, c + s), *tail)]
+                    for i, (r, c) in enumerate(corners)
+                ]
+            )
+
+        return Batch(
+            cut(batch.x, channel_axis=True),
+            cut(batch.y),
+            cut(batch.y_valid),
+            cut(batch.target_history),
+            batch.weight,
+            batch.anchor,
+        )
+
     def _bytes_per_step(self) -> int:
         spatial = int(np.prod(self._spatial, dtype=np.int64))
         target = int(np.prod(self._target_spatial, dtype=np.int64))
@@ -286,6 +326,16 @@ def _gather(source: np.ndarray, index: np.ndarray, out: np.ndarray, rows: np.nda
         np.take(source, index, axis=0, out=out[first : last + 1], mode="clip")
     else:
         out[rows] = source[index]
+
+
+def _check_crop(crop: RainCrop, spatial: tuple[int, ...], target: tuple[int, ...]) -> None:
+    """Crops need inputs and target on one grid of at least two dims, at least crop-sized."""
+    if len(spatial) < 2 or spatial[-2:] != target[-2:]:
+        want = "inputs and target sharing their last two spatial dims"
+        raise ConfigError(expected("data.crop", want, f"inputs {spatial}, target {target}"))
+    if crop.size > min(spatial[-2:]):
+        want = f"at most the grid's {spatial[-2]} x {spatial[-1]}"
+        raise ConfigError(expected("data.crop.size", want, crop.size))
 
 
 def _input_layout(

@@ -4,6 +4,9 @@
 ``dims=("time",)`` gives one mean/std per grid point, ``("time", "lat", "lon")`` one per
 variable. With ``climatology=True`` the mean is a per-calendar-month climatology and the std is
 that of the anomalies, so ``apply`` yields standardized anomalies, the usual ENSO input.
+With a ``transform`` (``climml.data.rain.RainTransform``: log or dBR of a rain rate) the
+statistics are those of the transformed values, ``apply`` transforms first and ``invert``
+transforms back last, so physical values (mm/h) go in and come out.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import dask
 import numpy as np
 import xarray as xr
 
+from climml.data.rain import RainTransform
 from climml.data.validate import validate_dataset
 from climml.errors import ConfigError, DataError, expected
 
@@ -34,12 +38,14 @@ class Normalizer:
         stored as 1 so constant fields map to 0 instead of dividing by zero.
     dims: dims reduced over when fitting.
     climatology: whether the mean depends on the calendar month.
+    transform: applied to every variable before standardizing (None: none).
     """
 
     mean: xr.Dataset
     std: xr.Dataset
     dims: tuple[str, ...]
     climatology: bool
+    transform: RainTransform | None = None
 
     @property
     def variables(self) -> tuple[str, ...]:
@@ -55,6 +61,7 @@ class Normalizer:
         dims: Iterable[str] = ("time",),
         climatology: bool = False,
         time_range: tuple[Any, Any] | None = None,
+        transform: RainTransform | None = None,
     ) -> Normalizer:
         """Fit statistics of ``variables`` (all data variables if None) of ``ds``.
 
@@ -62,6 +69,7 @@ class Normalizer:
             (e.g. a ``(time,)`` index with ``("time", "lat", "lon")``) is reduced over the rest.
         time_range: inclusive ``(start, end)`` time labels (e.g. the training split); only these
             steps are read, so nothing outside the range can leak into the statistics.
+        transform: statistics of ``transform.forward`` of the values (see class doc).
         """
         names = list(ds.data_vars) if variables is None else list(variables)
         validate_dataset(ds, names, ("time",))
@@ -69,16 +77,18 @@ class Normalizer:
         ds = _select_range(ds[names], time_range)
         means, stds = {}, {}
         for name in names:
-            means[name], stds[name] = _moments(ds[name], dims, climatology)
+            x = ds[name] if transform is None else transform.forward(ds[name])
+            means[name], stds[name] = _moments(x, dims, climatology)
         with _quiet_all_nan():
             mean, std = dask.compute(xr.Dataset(means), xr.Dataset(stds))  # one pass
         if climatology:
             _check_all_months(mean)
         std = std.where(std > 0, 1.0)  # NaN (all-missing) and zero spreads
-        return cls(mean=mean, std=std, dims=dims, climatology=bool(climatology))
+        return cls(mean, std, dims, bool(climatology), transform)
 
     def apply(self, ds: xr.Dataset) -> xr.Dataset:
-        """``(x - mean[month]) / std`` for each fitted variable in ``ds`` (others untouched).
+        """``(T(x) - mean[month]) / std`` for each fitted variable in ``ds`` (others untouched),
+        ``T`` the transform (identity if none).
 
         Lazy for dask-backed input. Float32 input stays float32."""
         out = ds.copy()
@@ -87,8 +97,9 @@ class Normalizer:
                 continue
             x = ds[name]
             self._check_dims_of(x, name)
+            tx = x if self.transform is None else self.transform.forward(x)
             with xr.set_options(arithmetic_join="exact"), _alignment_error(name):
-                z = (x - self._mean_at(name, x)) / self.std[name]
+                z = (tx - self._mean_at(name, x)) / self.std[name]
             out[name] = z.astype(_float_dtype(x.dtype)).transpose(*x.dims)
             out[name].attrs = {k: v for k, v in x.attrs.items() if k != "units"}
         return out
@@ -101,7 +112,8 @@ class Normalizer:
         time: Any = None,
         add_mean: bool = True,
     ) -> xr.DataArray | np.ndarray:
-        """Back to physical units: ``data * std + mean[month]`` (``add_mean=False``: anomalies).
+        """Back to physical units: ``T^-1(data * std + mean[month])``, ``T`` the transform
+        (``add_mean=False``: anomalies ``data * std``, in transformed units if there is one).
 
         data: an ``xr.DataArray`` (aligned on dim names and coords) or an array whose trailing
             axes are the statistics' dims of ``variable`` (e.g. ``(lat, lon)``) and whose other
@@ -113,8 +125,12 @@ class Normalizer:
         if variable not in self.variables:
             raise DataError(expected("variable", f"one of {list(self.variables)}", repr(variable)))
         if isinstance(data, xr.DataArray):
-            return self._invert_xarray(data, variable, time, add_mean)
-        return self._invert_numpy(np.asarray(data), variable, time, add_mean)
+            out = self._invert_xarray(data, variable, time, add_mean)
+        else:
+            out = self._invert_numpy(np.asarray(data), variable, time, add_mean)
+        if self.transform is None or not add_mean:
+            return out
+        return self.transform.inverse(out).astype(out.dtype)
 
     def to_dataset(self) -> xr.Dataset:
         """All statistics in one dataset, writable to netCDF or zarr (see ``from_dataset``)."""
@@ -129,6 +145,9 @@ class Normalizer:
             "dims": " ".join(self.dims),
             "climatology": int(self.climatology),
         }
+        if self.transform is not None:
+            attrs["transform"] = self.transform.name
+            attrs["transform_threshold"] = self.transform.threshold
         return xr.Dataset(stats, attrs=attrs)
 
     @classmethod
@@ -147,6 +166,11 @@ class Normalizer:
             std=xr.Dataset(stats["std"]),
             dims=tuple(str(ds.attrs["dims"]).split()),
             climatology=bool(int(ds.attrs["climatology"])),
+            transform=(
+                RainTransform(str(ds.attrs["transform"]), float(ds.attrs["transform_threshold"]))
+                if "transform" in ds.attrs
+                else None
+            ),
         )
 
     def _mean_at(self, name: str, x: xr.DataArray) -> xr.DataArray:

@@ -3,6 +3,11 @@
 A sample anchored at time index ``t`` reads inputs ``t-input_steps+1 .. t`` and targets up to
 ``t+max_lead``. Keeping that whole span inside one split (and optionally skipping ``gap`` steps
 at the start of each later split) means no target of one split is an input of another.
+
+Nor does a window span a break in the time axis: a step longer than ``BREAK_FACTOR`` times the
+median step (the gap between two radar events, a missing day) separates windows, so a sample
+never pairs inputs of one event with targets of the next. Calendar months (28 to 31 days) are
+regular steps.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ import pandas as pd
 import xarray as xr
 
 from climml.errors import ConfigError, expected
+
+BREAK_FACTOR = 1.5  # a step this many times the median step breaks the time axis
 
 
 def split_anchors(
@@ -35,13 +42,15 @@ def split_anchors(
     gap: steps skipped at the start of every split but the first.
 
     Returns ``{name: int64 array}`` of anchors ``t`` with ``[t-input_steps+1, t+max_lead]``
-    inside the split's range. ``ConfigError`` (field ``data.splits.<name>``) if a range is empty,
-    overlaps or precedes the previous one, or leaves no sample.
+    inside the split's range and free of time breaks (see module doc). ``ConfigError`` (field
+    ``data.splits.<name>``) if a range is empty, overlaps or precedes the previous one, or
+    leaves no sample.
     """
     _check_sizes(input_steps, max_lead, gap)
     index = _as_index(time)
     if not isinstance(splits, Mapping) or not splits:
         raise ConfigError(expected("data.splits", "a mapping {name: [start, end]}", splits))
+    breaks = np.concatenate([[0], np.cumsum(time_breaks(index))])  # breaks before each step
     anchors, previous = {}, None
     for position, (name, bounds) in enumerate(splits.items()):
         field = f"data.splits.{name}"
@@ -57,9 +66,25 @@ def split_anchors(
             need = input_steps + max_lead + (gap if position else 0)
             found = f"{_span(index, lo, hi)}: {hi - lo + 1} steps"
             raise ConfigError(expected(field, f"a range of at least {need} steps", found))
-        anchors[name] = np.arange(first, last + 1, dtype=np.int64)
+        candidates = np.arange(first, last + 1, dtype=np.int64)
+        # Unbroken: no break between the window's first input and its last target.
+        unbroken = breaks[candidates + max_lead] == breaks[candidates - input_steps + 1]
+        if not unbroken.any():
+            need = f"{input_steps + max_lead} consecutive steps without a time break"
+            raise ConfigError(expected(field, f"a range with {need}", _span(index, lo, hi)))
+        anchors[name] = candidates[unbroken]
         previous = (name, lo, hi)
     return anchors
+
+
+def time_breaks(time: Any) -> np.ndarray:
+    """(len(time) - 1,) bool: True where the step to the next time is a break, i.e. longer
+    than ``BREAK_FACTOR`` times the median step."""
+    index = _as_index(time)
+    if len(index) < 3:
+        return np.zeros(max(len(index) - 1, 0), bool)
+    steps = np.asarray((index[1:] - index[:-1]).total_seconds())
+    return steps > BREAK_FACTOR * np.median(steps)
 
 
 def _check_sizes(input_steps: int, max_lead: int, gap: int) -> None:
