@@ -5,18 +5,19 @@ import pandas as pd
 import pytest
 
 from climml.data import load_source
-from climml.data.synthetic.radar import STEP_MINUTES, radar, radial_spectrum
+from climml.data.synthetic.radar import STEP_MINUTES, radar
 from climml.errors import ConfigError
+from climml.metrics import radial_psd
 
 
 def _dbr_slope(rain, threshold, rings=(2, 32)):
-    """Fitted log-log slope of the frame-averaged spectrum of 10 log10 R (dry -> threshold)."""
-    dbr = 10 * np.log10(np.maximum(rain, threshold))
-    spectra = [radial_spectrum(frame) for frame in dbr]
-    k = spectra[0][0]
-    power = np.mean([p for _, p in spectra], axis=0)
+    """Fitted log-log slope of the frame-averaged radial spectrum (climml.metrics.radial_psd)
+    of 10 log10 R with dry pixels at the threshold, over the given rings."""
+    dbr = 10 * np.log10(np.maximum(rain.astype(np.float64), threshold))
+    k, psd = radial_psd(dbr)
+    power = np.asarray(psd).mean(axis=0)
     lo, hi = rings
-    return np.polyfit(np.log(k[lo - 1 : hi]), np.log(power[lo - 1 : hi]), 1)[0]
+    return np.polyfit(np.log(np.asarray(k)[lo : hi + 1]), np.log(power[lo : hi + 1]), 1)[0]
 
 
 def test_layout_units_events_and_time_gaps():
