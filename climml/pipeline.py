@@ -26,6 +26,7 @@ from climml import config as config_mod
 from climml import data as cdata
 from climml import models, native
 from climml.config import Config
+from climml.data import cluster
 from climml.data.rain import rain_transform
 from climml.errors import ConfigError, expected
 from climml.experiment import Experiment, Predictor
@@ -83,18 +84,21 @@ def prepare(cfg: Config) -> Experiment:
         gap=d.gap,
     )
     labels = [d.target] if d.num_classes is not None else []
-    cdata.check_splits(raw, used, dict(d.splits), may_be_constant=labels)
     variables = list(dict.fromkeys(d.inputs))
     if d.num_classes is None and d.target not in variables:
         variables.append(d.target)  # class labels are never normalized
-    norm = cdata.Normalizer.fit(
-        raw,
-        variables=variables,
-        dims=d.normalize.dims,
-        climatology=d.normalize.climatology,
-        time_range=tuple(d.splits["train"]),
-        transform=transform,
-    )
+    # the two passes over the data (checks of every split, training statistics) run on
+    # data.dask's scheduler
+    with cluster.compute_on(d.dask, nbytes=raw[used].nbytes):
+        cdata.check_splits(raw, used, dict(d.splits), may_be_constant=labels)
+        norm = cdata.Normalizer.fit(
+            raw,
+            variables=variables,
+            dims=d.normalize.dims,
+            climatology=d.normalize.climatology,
+            time_range=tuple(d.splits["train"]),
+            transform=transform,
+        )
     normalized = norm.apply(raw[variables])
     if d.target not in variables:
         normalized[d.target] = raw[d.target]
