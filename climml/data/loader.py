@@ -213,7 +213,7 @@ class WindowLoader:
             order[k * size + first_row : min(k * size + first_row + rows, (k + 1) * size)]
             for k in range(start_batch, len(self))
         ]
-        remaining = self._block_of[np.concatenate(local)]
+        remaining = self._block_of[np.concatenate([order[:0], *local])]
         _, first = np.unique(remaining, return_index=True)
         sequence = remaining[np.sort(first)]  # blocks in the order batches first need them
         # With a prefetch thread, the next group of blocks is read while this one is cut.
