@@ -132,6 +132,11 @@ class TrainConfig:
     # Opt-in C++ LSTM kernel on AVX-512 CPUs (climml.native): faster, numbers differ by ~1e-6
     # from the default XLA path; declined with one warning where the machine cannot build it.
     native_lstm: bool = False
+    # > 1: an ensemble of members seeded seed, seed + 1, ... trained in one vmapped step
+    # (climml.train.ensemble); forecasts gain a `member` dimension, evaluation adds CRPS,
+    # spread/skill and rank histograms.
+    ensemble_members: int = 1
+    ensemble_bootstrap: bool = False  # each member trains on its own bootstrap resample
 
 
 @dataclass(frozen=True)
@@ -265,6 +270,7 @@ RANGES: dict[str, Range] = {
     "train.checkpoint_every": Range(1),
     "train.keep_checkpoints": Range(1),
     "train.devices": Range(1),
+    "train.ensemble_members": Range(1),
     "train.distributed.num_processes": Range(1),
     "train.distributed.process_id": Range(0),
     "eval.explain.n_repeats": Range(1),
