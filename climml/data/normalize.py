@@ -77,6 +77,8 @@ class Normalizer:
         ds = _select_range(ds[names], time_range)
         means, stds = {}, {}
         for name in names:
+            if transform is not None:
+                transform.check_units(name, ds[name].attrs.get("units"))
             x = ds[name] if transform is None else transform.forward(ds[name])
             means[name], stds[name] = _moments(x, dims, climatology)
         with _quiet_all_nan():

@@ -5,8 +5,9 @@ API:
 - ``RainTransform(name, threshold)`` with ``forward(rate)`` and ``inverse(values)`` on NumPy
   arrays or (lazy) ``xr.DataArray``s; ``rain_transform(name, threshold)`` returns one, or
   ``None`` for ``"none"``. The config's ``data.transform`` / ``data.transform_threshold`` select
-  it and ``climml.data.Normalizer`` applies it before standardizing (and inverts it after), so
-  inputs, targets and every physical forecast stay in mm/h outside the model:
+  it and ``climml.data.Normalizer`` applies it to every normalized variable before
+  standardizing (and inverts it after), so inputs, targets and every physical forecast stay in
+  mm/h outside the model; a variable whose ``units`` are not a rain rate is a ``DataError``:
 
   - ``log``: ``ln(R + threshold)``; smooth and exactly invertible for every ``R >= 0``;
   - ``dbr``: ``10 log10 R`` (dBR) where ``R >= threshold``, and a "zero value" 5 dB below
@@ -30,9 +31,10 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from climml.errors import ConfigError, expected
+from climml.errors import ConfigError, DataError, expected
 
 TRANSFORMS = ("none", "log", "dbr")
+RATE_UNITS = ("mm/h", "mm h-1", "mm hr-1", "mm/hr", "kg m-2 h-1")  # what a rain rate may say
 ZERO_BELOW_DB = 5.0  # dBR's zero value sits this far below the threshold (pysteps' default)
 
 
@@ -55,6 +57,13 @@ class RainTransform:
         if self.name == "log":
             return float(np.log(self.threshold))
         return float(10.0 * np.log10(self.threshold) - ZERO_BELOW_DB)
+
+    def check_units(self, name: str, units: str | None) -> None:
+        """DataError unless variable ``name`` is a rain rate (or says no units): a transform of
+        rain applied to, say, a wind would silently ruin it."""
+        if units is not None and units not in RATE_UNITS:
+            want = f"only rain-rate variables ({', '.join(RATE_UNITS)}) with a rain transform"
+            raise DataError(expected("data.transform", want, f"{name} in {units}"))
 
     def forward(self, rate: Any) -> Any:
         """Rain rate (mm/h, >= 0) -> transformed values, same type and shape."""

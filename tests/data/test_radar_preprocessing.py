@@ -10,7 +10,7 @@ from climml.data import Normalizer, WindowLoader, split_anchors
 from climml.data.rain import RainCrop, RainTransform, rain_transform
 from climml.data.splits import time_breaks
 from climml.data.synthetic.radar import radar
-from climml.errors import ConfigError
+from climml.errors import ConfigError, DataError
 
 RATES = np.array([0.0, 0.0, 0.05, 0.1, 0.37, 1.0, 12.5, 180.0, np.nan])
 
@@ -75,6 +75,8 @@ def test_normalizer_standardizes_the_transformed_rain_and_inverts_to_mm_per_hour
     # Rain is 0 or >= the threshold, so the round trip is exact (to float32).
     back = norm.invert(z.values, "rain_rate")
     np.testing.assert_allclose(back, events["rain_rate"].values, rtol=1e-5, atol=1e-6)
+    with pytest.raises(DataError, match="data.transform.*u in km/h"):
+        Normalizer.fit(events, variables=["rain_rate", "u"], transform=t)
     restored = Normalizer.from_dataset(norm.to_dataset())
     assert restored.transform == t
     np.testing.assert_allclose(restored.invert(z, "rain_rate").values, back, rtol=1e-6)
