@@ -295,7 +295,6 @@ def _statistics(
     threshold = jnp.asarray(thresholds, dtype)
     obs = observed[None]  # a size-1 member axis, broadcast against the members
 
-    @functools.cache  # each pooled field once (avg and max coincide at size 1)
     def pooled(size: int, kind: str) -> tuple[Array, Array]:
         if size == 1:
             return members, observed
@@ -303,6 +302,13 @@ def _statistics(
             pool(members, size=size, kind=kind, stride=stride),
             pool(observed, size=size, kind=kind, stride=stride),
         )
+
+    @functools.cache  # once per pooled field: avg and max pooling coincide at size 1
+    def crps_sums(size: int, kind: str) -> MeanSums:
+        f, o = pooled(size, kind)
+        score = crps_ensemble(f, o, ensemble_axis=0, fair=fair)  # (L, N, H', W')
+        valid = ~jnp.isnan(score)
+        return MeanSums(*sum_together([jnp.where(valid, score, 0), valid.astype(dtype)], (1, 2, 3)))
 
     def stacked(items: list, lead_at: int = -1):
         """Stack statistics along a new leading axis and move their lead axis first."""
@@ -319,17 +325,9 @@ def _statistics(
         [fss_sums(members, obs, threshold=threshold, window=s, op=op, axis=(0, 2)) for s in scales]
     )  # (L, S, K)
 
-    crps = []
-    for kind in CRPS_POOLINGS:
-        for size in pools:
-            f, o = pooled(size, kind)
-            score = crps_ensemble(f, o, ensemble_axis=0, fair=fair)  # (L, N, H', W')
-            valid = ~jnp.isnan(score)
-            crps.append(
-                MeanSums(
-                    *sum_together([jnp.where(valid, score, 0), valid.astype(dtype)], (1, 2, 3))
-                )
-            )
+    crps = [
+        crps_sums(size, "avg" if size == 1 else kind) for kind in CRPS_POOLINGS for size in pools
+    ]
     crps = jax.tree.map(lambda x: x.reshape(len(CRPS_POOLINGS), len(pools), -1), stacked(crps, 0))
     crps = jax.tree.map(lambda x: jnp.moveaxis(x, -1, 0), crps)  # (L, 2, P)
 

@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jax import Array
+from jax import Array, lax
 from jax.typing import ArrayLike
 
 from climml.errors import ConfigError, DataError, expected
@@ -61,15 +61,18 @@ def neighbourhood_fraction(events: Array, window: int, dtype=jnp.float32) -> Arr
       ``(..., H, W)`` fractions; zero padding outside the domain (see module docstring).
     """
     before, after = window // 2, (window - 1) // 2
-    pad = [(0, 0)] * (events.ndim - 2) + [(before + 1, after), (before + 1, after)]
-    # Summed-area table: O(H W) whatever the window; int32 keeps the counts exact.
-    table = jnp.cumsum(jnp.cumsum(jnp.pad(events, pad), axis=-2), axis=-1)
-    h, w = events.shape[-2:]
-
-    def corner(dy: int, dx: int) -> Array:
-        return table[..., dy : dy + h, dx : dx + w]
-
-    boxes = corner(window, window) - corner(0, window) - corner(window, 0) + corner(0, 0)
+    # Separable box sums (rows, then columns) with zero padding; int32 keeps the counts exact.
+    # Two 1-D window sums compile and run several times faster on CPU than a summed-area
+    # table, whose cumulative sums XLA lowers to a scan of many steps.
+    keep = events.ndim - 2
+    ones, pad = (1,) * events.ndim, [(0, 0)] * keep
+    zero = jnp.zeros((), events.dtype)
+    rows = lax.reduce_window(
+        events, zero, lax.add, (1,) * keep + (window, 1), ones, [*pad, (before, after), (0, 0)]
+    )
+    boxes = lax.reduce_window(
+        rows, zero, lax.add, (1,) * keep + (1, window), ones, [*pad, (0, 0), (before, after)]
+    )
     return boxes.astype(dtype) / (window * window)
 
 
