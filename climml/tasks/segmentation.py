@@ -235,8 +235,8 @@ def plot_example(exp: Experiment, anchor, observed, predicted, names, path: Path
     field = exp.raw[cfg.data.inputs[0]].isel(time=int(anchor[i]))
     target = exp.raw[cfg.data.target]
     maps = [np.asarray(field), observed[i, 0], predicted[i, 0]]
-    if "lon_shift" in exp.raw:  # samples rotated in longitude (real.hadisst_ice): undo it,
-        shift = int(exp.raw["lon_shift"].values[int(anchor[i])])  # so coastlines line up
+    if "lon_shift" in exp.raw.coords:  # samples rotated in longitude (real.hadisst_ice):
+        shift = int(exp.raw["lon_shift"].values[int(anchor[i])])  # undone, so coasts line up
         maps = [np.roll(m, -shift, axis=-1) for m in maps]
     units = str(field.attrs.get("units", ""))
     panels = [

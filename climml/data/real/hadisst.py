@@ -95,10 +95,10 @@ def hadisst_ice(
             "sst": (dims, sst_in.astype(np.float32), {"units": "degC"}),
             "ocean_fraction": (dims, frac_in.astype(np.float32), {"units": "1"}),
             "label": (dims, label, {"flag_values": [0, 1, 2], "flag_meanings": " ".join(CLASSES)}),
-            "lon_shift": ("time", shifts.astype(np.int32), {"units": "degrees_east"}),
         },
-        coords={
+        coords={  # lon_shift a coordinate: it stays with the variables a run selects (maps undo it)
             "time": pd.date_range(start, periods=n_samples, freq="D"),
+            "lon_shift": ("time", shifts.astype(np.int32), {"units": "degrees_east"}),
             "lat": field["lat"].values.astype(np.float64),
             "lon": field["lon"].values.astype(np.float64),
         },
