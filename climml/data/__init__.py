@@ -6,6 +6,7 @@ devices when given a sharding.
 """
 
 from climml.data import synthetic
+from climml.data.eof import EOF
 from climml.data.loader import Batch, WindowLoader
 from climml.data.normalize import Normalizer
 from climml.data.open import conform, open_dataset
@@ -15,6 +16,7 @@ from climml.data.splits import split_anchors
 from climml.data.validate import check_splits, validate_dataset
 
 __all__ = [
+    "EOF",
     "SOURCES",
     "Batch",
     "Normalizer",
