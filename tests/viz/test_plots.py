@@ -244,3 +244,23 @@ def test_figures_are_detached_from_pyplot():
     before = plt.get_fignums()
     plots.plot_loss_curve([{"epoch": 1, "train_loss": 1.0, "val_loss": 1.0}])
     assert plt.get_fignums() == before
+
+
+def test_a_figure_shows_once_inline_in_a_notebook():
+    """In Jupyter (inline backend, the default) a returned figure is displayed as the cell's
+    value, once: neither missing (a bare ``Figure`` before any pyplot use shows as text) nor
+    repeated by pyplot's end-of-cell flush."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    pytest.importorskip("ipykernel")
+    history = "[{'epoch': 1, 'train_loss': 1.0, 'val_loss': 1.2}]"
+    cells = [
+        f"from climml.viz import plots\nplots.plot_loss_curve({history})",
+        f"fig = plots.plot_loss_curve({history})",  # assigned: not shown until asked
+        "fig",
+    ]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}  # the kernel default
+    nbclient.NotebookClient(nb, timeout=120, kernel_name="python3").execute(env=env)
+    images = [sum("image/png" in o.get("data", {}) for o in cell.outputs) for cell in nb.cells]
+    assert images == [1, 0, 1]
