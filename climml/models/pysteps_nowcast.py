@@ -30,7 +30,7 @@ THRESHOLD = 0.1  # mm/h: rain below this is dry (the MeteoSwiss product's resolu
 ZEROVALUE = -15.0  # dBR of dry pixels (10 log10 0.1 = -10 dB, minus a margin)
 
 
-def _pysteps(baseline: str):
+def require_pysteps(baseline: str):
     """The pysteps modules a baseline needs, or a ConfigError saying what to install."""
     try:
         modules = {
@@ -72,7 +72,7 @@ class PystepsFlow:
     members = None
 
     def __init__(self, leads: Sequence[int], *, frames: int = 3):
-        self.modules = _pysteps(self.name)
+        self.modules = require_pysteps(self.name)
         self.leads = np.asarray(leads, np.int64)
         if self.leads.min() < 1:
             raise ConfigError(expected("data.leads", "lead steps >= 1 for pysteps", list(leads)))
@@ -88,9 +88,7 @@ class PystepsFlow:
         extrapolate = self.modules["extrapolation"].get_method("semilagrangian")
         out = []
         for sample in history:
-            frames = extrapolate(
-                sample[-1], self.motion(sample), int(self.leads.max()), outval=0.0
-            )
+            frames = extrapolate(sample[-1], self.motion(sample), int(self.leads.max()), outval=0.0)
             out.append(frames[self.leads - 1])
         return np.stack(out).astype(np.float32)
 

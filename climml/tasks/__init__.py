@@ -17,12 +17,13 @@ from __future__ import annotations
 from types import ModuleType
 
 from climml.errors import ConfigError, expected
-from climml.tasks import reconstruction, regression, segmentation
+from climml.tasks import nowcast, reconstruction, regression, segmentation
 
 TASKS: dict[str, ModuleType] = {
     "regression": regression,
     "segmentation": segmentation,
     "reconstruction": reconstruction,
+    "nowcast": nowcast,
 }
 
 
