@@ -111,6 +111,12 @@ def build_model(exp: Experiment) -> nnx.Module:
     return models.build(exp.cfg.model, exp.spec, nnx.Rngs(params=seed, dropout=seed + 1))
 
 
+def model_builder(exp: Experiment):
+    """``build(rngs) -> nnx.Module``: the configured model from any ``nnx.Rngs`` (ensemble
+    members and sweep settings are built from their own seeds, see ``climml.train.ensemble``)."""
+    return lambda rngs: models.build(exp.cfg.model, exp.spec, rngs)
+
+
 @_native_switch
 def train(cfg: Config, workdir: str | Path, exp: Experiment | None = None) -> FitResult:
     """Train (or resume training) into ``workdir``; writes config, normalizer and history, and
@@ -127,24 +133,53 @@ def train(cfg: Config, workdir: str | Path, exp: Experiment | None = None) -> Fi
     primary = distributed.is_primary()
     if primary:
         exp.normalizer.to_dataset().to_netcdf(workdir / "normalizer.nc")
-    result = fit(
-        model,
-        *loaders,
-        cfg.train,
-        seed=cfg.seed,
-        workdir=workdir,
-        progress=cfg.output.progress,
-        log=JsonLog(workdir / LOG_FILE, loaders[0].batch_size) if primary else None,
-    )
+    log = JsonLog(workdir / LOG_FILE, loaders[0].batch_size) if primary else None
+    if cfg.train.ensemble_members > 1:
+        from climml.train import ensemble
+
+        result = ensemble.fit_members(
+            model_builder(exp),
+            *loaders,
+            cfg.train,
+            seeds=ensemble.member_seeds(cfg.seed, cfg.train.ensemble_members),
+            bootstrap=cfg.train.ensemble_bootstrap,
+            workdir=workdir,
+            progress=cfg.output.progress,
+            log=log,
+        )
+    else:
+        result = fit(
+            model,
+            *loaders,
+            cfg.train,
+            seed=cfg.seed,
+            workdir=workdir,
+            progress=cfg.output.progress,
+            log=log,
+        )
     if primary:
         write_json(workdir / "history.json", result.history)
     return result
 
 
 def trained_model(exp: Experiment, workdir: str | Path) -> TrainedModel:
-    """The best parameters saved in ``workdir`` wrapped with the baselines' predict interface."""
+    """The best parameters saved in ``workdir`` wrapped with the baselines' predict interface
+    (an ``EnsembleModel`` when ``train.ensemble_members > 1``)."""
     model = build_model(exp)
     loader = exp.loader("train")
+    members = exp.cfg.train.ensemble_members
+    if members > 1:
+        from climml.train import ensemble
+
+        result = ensemble.load_members(
+            model_builder(exp),
+            exp.cfg.train,
+            Path(workdir),
+            seeds=ensemble.member_seeds(exp.cfg.seed, members),
+            steps_per_epoch=len(loader),
+            batch_size=loader.batch_size,
+        )
+        return ensemble.EnsembleModel(model, result)
     result = load_best(
         model,
         exp.cfg.train,

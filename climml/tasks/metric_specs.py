@@ -10,12 +10,18 @@ Names and parameters (``PARAMS``; which task scores which is in each task's ``SU
 
 * ``rmse``, ``mae``, ``bias``, ``correlation``; ``acc`` (``centered: false``)
 * ``csi``, ``pod``, ``far``, ``pofd``, ``ets``, ``hss``, ``frequency_bias`` of the event
-  ``x op threshold``: ``thresholds`` (required), ``op`` (``>=``, ``>``, ``<=``, ``<``)
+  ``x op threshold``: ``thresholds`` (required), ``op`` (``>=``, ``>``, ``<=``, ``<``),
+  ``pool``: max-pooling window sides in cells (``[1, 4, 16]``, DGMR's CSI; 1 = unpooled;
+  tasks that pool only, see ``nowcast_settings``)
 * ``auc``: ROC area of the forecast as a score for the event ``observed op threshold``
   (``thresholds``, ``op``); in segmentation one-vs-rest per class from the class probabilities
 * ``brier``: Brier score of the class probabilities (segmentation)
-* ``crps`` (``fair``): ensemble CRPS, for models that forecast ensemble members
+* ``crps`` (``fair``): ensemble CRPS, for ensembles (``train.ensemble_members > 1``; the
+  regression task then also reports spread, spread/skill and rank histograms);
+  ``pool`` (window sides in cells) and ``pooling`` (``avg``, ``max``): CRPS of pooled fields
+  (Ravuri et al. 2021: ``{crps: {pool: [1, 4, 16], pooling: [avg, max]}}``)
 * ``fss``: fractions skill score, ``thresholds`` and neighbourhood ``scales`` (cells), ``op``
+* ``rank_histogram``, ``spread_skill`` (ensembles), ``psd`` (radially averaged power spectra)
 * ``iou``, ``mean_iou``, ``precision``, ``recall``, ``accuracy``, ``confusion_matrix``
 * ``bootstrap``: percentile intervals of every other score: ``n`` resamples of the evaluation
   samples (``block`` consecutive ones at a time), central interval ``ci``, ``seed`` (null: the
@@ -46,6 +52,7 @@ from climml.config import _convert_dataclass
 from climml.errors import ConfigError, expected
 from climml.metrics.bootstrap import bootstrap
 from climml.metrics.categorical import COMPARISONS
+from climml.metrics.pooling import POOLINGS
 from climml.metrics.xr import WEIGHTINGS, latitude_dim, latitude_weights
 
 
@@ -63,6 +70,7 @@ class AccParams:
 class ThresholdParams:
     thresholds: tuple[float, ...] = ()  # events x op threshold, in the target's units
     op: str = ">="
+    pool: tuple[int, ...] = (1,)  # max-pooling window sides in cells (1: unpooled)
 
 
 @dataclass(frozen=True)
@@ -75,6 +83,8 @@ class FssParams:
 @dataclass(frozen=True)
 class CrpsParams:
     fair: bool = False  # the fair (ensemble-size adjusted) estimator
+    pool: tuple[int, ...] = (1,)  # pooling window sides in cells (1: per pixel)
+    pooling: tuple[str, ...] = ("avg",)  # avg and/or max pooling
 
 
 @dataclass(frozen=True)
@@ -100,6 +110,9 @@ PARAMS: dict[str, type] = {
     "brier": NoParams,
     "crps": CrpsParams,
     "fss": FssParams,
+    "rank_histogram": NoParams,
+    "spread_skill": NoParams,
+    "psd": NoParams,
     "iou": NoParams,
     "mean_iou": NoParams,
     "precision": NoParams,
@@ -151,6 +164,14 @@ def _check_values(params: Any, where: str) -> None:
             raise ConfigError(expected(f"{where}.op", f"one of {list(COMPARISONS)}", params.op))
         if not all(math.isfinite(t) for t in params.thresholds):
             raise ConfigError(expected(f"{where}.thresholds", "finite numbers", params.thresholds))
+    if isinstance(params, ThresholdParams | CrpsParams):
+        if not params.pool or min(params.pool) < 1:
+            raise ConfigError(expected(f"{where}.pool", "positive ints", list(params.pool)))
+    if isinstance(params, CrpsParams):
+        bad = [p for p in params.pooling if p not in POOLINGS]
+        if not params.pooling or bad:
+            want = f"one or more of {list(POOLINGS)}"
+            raise ConfigError(expected(f"{where}.pooling", want, list(params.pooling)))
     if isinstance(params, FssParams):
         if not params.thresholds:
             raise ConfigError(expected(f"{where}.thresholds", "a non-empty list", "[]"))
@@ -166,13 +187,19 @@ def _check_values(params: Any, where: str) -> None:
 
 
 def check(
-    cfg: Any, supported: Mapping[str, str | None], *, thresholds: Sequence[str] = ()
+    cfg: Any,
+    supported: Mapping[str, str | None],
+    *,
+    thresholds: Sequence[str] = (),
+    pooled: Sequence[str] = (),
 ) -> tuple[MetricSpec, ...]:
     """Parse ``cfg.eval.metrics`` for a task and reject what the task cannot score.
 
     ``supported`` maps each metric name to None (scored) or the reason it does not apply.
     Names missing from ``supported`` do not apply to the task either. Scores named in
-    ``thresholds`` need at least one threshold; other scores of the task take none.
+    ``thresholds`` need at least one threshold; other scores of the task take none. Only
+    scores named in ``pooled`` take a ``pool`` other than ``[1]`` (or a CRPS ``pooling``
+    other than ``[avg]``).
     """
     if cfg.eval.area_weighting not in WEIGHTINGS:
         want = f"one of {list(WEIGHTINGS)}"
@@ -195,7 +222,75 @@ def check(
             if spec.name not in thresholds and params.thresholds:
                 want = f"none for task {cfg.eval.task!r} (its events are the classes)"
                 raise ConfigError(expected(where, want, list(params.thresholds)))
+        unpooled = {"pool": (1,), "pooling": ("avg",)}
+        for field, plain in unpooled.items():
+            value = getattr(params, field, plain)
+            if spec.name not in pooled and value != plain:
+                where = f"{spec.path}.{spec.name}.{field}"
+                want = f"{list(plain)}: task {cfg.eval.task!r} does not pool fields"
+                raise ConfigError(expected(where, want, list(value)))
     return specs
+
+
+def nowcast_settings(specs: Sequence[MetricSpec], **defaults: Any) -> dict[str, Any]:
+    """``climml.metrics.nowcast_statistics`` settings that score every spec of ``specs``.
+
+    Thresholds are those of the categorical scores and ``fss`` together, pools those of the
+    categorical scores and ``crps``, FSS scales those of ``fss``; ``defaults`` (keyword
+    arguments of ``nowcast_statistics``) fill what no spec sets. The statistics then hold a
+    superset of the scores asked for: pick their ``nowcast_table`` keys with ``nowcast_keys``.
+    """
+    thresholds: set[float] = set()
+    pools: set[int] = set()
+    scales: set[int] = set()
+    ops = set()
+    for spec in specs:
+        params = spec.params
+        if isinstance(params, ThresholdParams | FssParams):
+            thresholds.update(params.thresholds)
+            ops.add(params.op)
+        if isinstance(params, ThresholdParams | CrpsParams):
+            pools.update(params.pool)
+        if isinstance(params, FssParams):
+            scales.update(params.scales)
+    if len(ops) > 1:
+        want = "one event comparison op for every nowcast score"
+        raise ConfigError(expected("eval.metrics op", want, sorted(ops)))
+    settings = dict(defaults)
+    for key, values in (("thresholds", thresholds), ("pools", pools), ("fss_scales", scales)):
+        if values:
+            settings[key] = tuple(sorted(values))
+    if ops:
+        settings["op"] = ops.pop()
+    return settings
+
+
+def nowcast_keys(specs: Sequence[MetricSpec], table_keys: Sequence[str]) -> list[str]:
+    """The ``climml.metrics.nowcast_table`` keys that ``specs`` ask for, in table order.
+
+    ``{csi: {thresholds: [1], pool: [1, 4]}}`` selects ``csi@1`` and ``csi@1/max4``;
+    ``{fss: {thresholds: [1], scales: [4]}}`` selects ``fss@1/4``; ``{crps: {pool: [1, 4],
+    pooling: [avg, max]}}`` selects ``crps``, ``crps/avg4`` and ``crps/max4``;
+    ``spread_skill`` selects ``spread``, ``skill`` and ``spread_skill``.
+    """
+    wanted: set[str] = set()
+    for spec in specs:
+        params, name = spec.params, spec.name
+        if isinstance(params, ThresholdParams):
+            for t in params.thresholds:
+                for size in params.pool:
+                    wanted.add(threshold_key(name, t) + ("" if size == 1 else f"/max{size}"))
+        elif isinstance(params, FssParams):
+            wanted.update(f"fss@{t:g}/{s}" for t in params.thresholds for s in params.scales)
+        elif isinstance(params, CrpsParams):
+            for size in params.pool:
+                if size == 1:
+                    wanted.add("crps")
+                else:
+                    wanted.update(f"crps/{kind}{size}" for kind in params.pooling)
+        elif name == "spread_skill":
+            wanted.update(("spread", "skill", "spread_skill"))
+    return [key for key in table_keys if key in wanted]
 
 
 def threshold_key(name: str, threshold: float) -> str:

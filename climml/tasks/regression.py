@@ -50,7 +50,7 @@ SUPPORTED: dict[str, str | None] = {
     "fss": None,
     "bootstrap": None,
     "brier": "it needs probability forecasts; task 'segmentation' scores class probabilities",
-    "crps": "it needs ensemble members; regression models forecast one value per point",
+    "crps": "it needs ensemble members: set train.ensemble_members > 1",
     **dict.fromkeys(
         ("iou", "mean_iou", "precision", "recall", "accuracy", "confusion_matrix"), _SEGMENTATION
     ),
@@ -59,7 +59,10 @@ SUPPORTED: dict[str, str | None] = {
 
 def check(cfg: Config) -> None:
     """Reject unknown or inapplicable metrics and unknown baselines before any training."""
-    metric_specs.check(cfg, SUPPORTED, thresholds=(*CATEGORICAL, "auc"))
+    supported = dict(SUPPORTED)
+    if cfg.train.ensemble_members > 1:
+        supported["crps"] = None  # an ensemble forecasts members
+    metric_specs.check(cfg, supported, thresholds=(*CATEGORICAL, "auc"))
     for name in cfg.eval.baselines:
         check_baseline(name, cfg.data.input_steps)
 
@@ -87,12 +90,32 @@ def evaluate(exp: Experiment, model: Predictor, workdir: Path) -> dict:
         from climml.viz.style import time_step_unit
 
         plot_skill_by_lead(
-            scores,
+            _common_scores(scores),
             lead_unit=time_step_unit(exp.time),
             units=exp.raw[exp.cfg.data.target].attrs.get("units"),
             path=workdir / "skill_by_lead.png",
         )
+        if "member" in ds.dims:
+            from climml.viz.plots import plot_rank_histogram
+
+            plot_rank_histogram(
+                ds["model"].values,
+                ds["observed"].values,
+                ensemble_axis=1,
+                name="model (all leads)",
+                path=workdir / "rank_histogram.png",
+            )
     return scores
+
+
+def _common_scores(scores: dict) -> dict:
+    """The scores every predictor has, one number per lead (what ``plot_skill_by_lead`` draws;
+    an ensemble's spread and rank histograms are the model's alone)."""
+    names = set.intersection(*(set(by_metric) for by_metric in scores.values()))
+    return {
+        p: {m: v for m, v in by_metric.items() if m in names and m != "rank_histogram"}
+        for p, by_metric in scores.items()
+    }
 
 
 def forecast_and_score(exp: Experiment, model: Predictor) -> tuple[xr.Dataset, dict]:
@@ -100,6 +123,12 @@ def forecast_and_score(exp: Experiment, model: Predictor) -> tuple[xr.Dataset, d
 
     Returns the predictions dataset (physical units, one variable per predictor plus
     ``observed``) and ``{predictor: {metric: {lead: value}}}``.
+
+    An ensemble ``model`` (one with ``predict_members``, e.g. ``climml.train.ensemble.
+    EnsembleModel``) is written with a ``member`` dimension; the scores of ``eval.metrics`` are
+    those of its ensemble mean, and ``ensemble_scores`` adds CRPS, spread, spread/skill and the
+    rank histogram per lead. The baselines then get a CRPS too: that of a one-member ensemble
+    (their MAE), so that ``model_beats`` compares them.
     """
     cfg = exp.cfg
     train = exp.loader("train")
@@ -107,10 +136,19 @@ def forecast_and_score(exp: Experiment, model: Predictor) -> tuple[xr.Dataset, d
         make_baseline(name, exp.spec, cfg.data.leads, time=exp.time).fit(train.epoch(0))
         for name in cfg.eval.baselines
     ]
-    outputs = collect(exp.loader(cfg.eval.split), {p.name: p.predict for p in predictors})
+    functions = {p.name: p.predict for p in predictors}
+    predict_members = getattr(model, "predict_members", None)
+    if predict_members is not None:
+        functions[model.name] = predict_members  # (B, M, L, *grid)
+    outputs = collect(exp.loader(cfg.eval.split), functions)
+    members = outputs[model.name] if predict_members is not None else None
+    if members is not None:
+        outputs[model.name] = members.mean(axis=1)  # the ensemble mean is scored as the model
     target = cfg.data.target
     observed = np.where(outputs["valid"] > 0, outputs["observed"], np.nan)
     arrays = {p.name: outputs[p.name] for p in predictors} | {"observed": observed}
+    if members is not None:
+        arrays[model.name] = members
     ds = to_dataset(exp, arrays, outputs["anchor"])
     specs = metric_specs.parse(cfg.eval.metrics)
     weights = metric_specs.grid_weights(cfg, exp.raw[target])
@@ -120,17 +158,66 @@ def forecast_and_score(exp: Experiment, model: Predictor) -> tuple[xr.Dataset, d
     scores = {}
     for p in predictors:
         anomalies = exp.normalizer.invert(outputs[p.name], target, add_mean=False)
+        values = ds[p.name].mean("member") if "member" in ds[p.name].dims else ds[p.name]
         arrays = {
             "anomalies": (anomalies, obs_anom),
-            "values": (ds[p.name].values, ds["observed"].values),
+            "values": (values.values, ds["observed"].values),
         }
         scores[p.name] = score_by_lead(scorer, arrays, cfg.data.leads)
+    if members is not None:
+        fair = next((s.params.fair for s in specs if s.name == "crps"), False)
+        for p in predictors:
+            ens = members if p is model else outputs[p.name][:, None]  # a baseline: 1 member
+            ens = exp.normalizer.invert(ens, target, add_mean=False)
+            scores[p.name] |= ensemble_scores(
+                ens, obs_anom, cfg.data.leads, weights, fair=fair, calibration=p is model
+            )
     return ds, scores
 
 
+def ensemble_scores(
+    members: np.ndarray,
+    observed: np.ndarray,
+    leads: Sequence[int],
+    weights: np.ndarray | None,
+    *,
+    fair: bool = False,
+    calibration: bool = True,
+) -> dict[str, dict[str, object]]:
+    """``{metric: {lead: value}}`` of an ensemble ``(N, M, L, *grid)`` against ``observed``
+    ``(N, L, *grid)`` (NaN = missing), in the data's units:
+
+    * ``crps``: ensemble CRPS (``fair``: Ferro's estimator) per point, area-weighted mean over
+      the grid per time, then the mean over times (as MAE, which it equals for one member);
+    * with ``calibration`` (M >= 2): ``spread`` (with the (M + 1) / M finite-ensemble factor)
+      and ``spread_skill`` (spread / RMSE of the ensemble mean, ~1 when calibrated), pooled
+      over times and area-weighted points; ``rank_histogram``: the M + 1 relative frequencies
+      of the observation's rank among the members (flat when calibrated).
+    """
+    space = tuple(range(1, observed.ndim - 1))  # grid axes of (N, *grid)
+    w = None if weights is None else jnp.asarray(weights)
+    out: dict[str, dict[str, object]] = {}
+    for i, lead in enumerate(leads):
+        ens, obs = jnp.asarray(members[:, :, i]), jnp.asarray(observed[:, i])
+        crps = cm_metrics.crps_ensemble(ens, obs, ensemble_axis=1, fair=fair)
+        per_time = cm_metrics.weighted_mean(crps, axis=space, weights=w) if space else crps
+        out.setdefault("crps", {})[str(lead)] = float(jnp.nanmean(per_time))
+        if not calibration:
+            continue
+        sums = cm_metrics.spread_skill(ens, obs, ensemble_axis=1, weights=w)
+        out.setdefault("spread", {})[str(lead)] = float(sums.spread())
+        out.setdefault("spread_skill", {})[str(lead)] = float(sums.ratio())
+        ranks = cm_metrics.rank_histogram(ens, obs, ensemble_axis=1, weights=w).frequencies()
+        out.setdefault("rank_histogram", {})[str(lead)] = np.asarray(ranks).tolist()
+    return out
+
+
 def predict(exp: Experiment, model: Predictor, split: str) -> xr.Dataset:
-    """The model's forecasts for ``split`` in physical units (no scoring)."""
-    outputs = collect(exp.loader(split), {model.name: model.predict})
+    """The model's forecasts for ``split`` in physical units (no scoring); an ensemble's with a
+    ``member`` dimension."""
+    outputs = collect(
+        exp.loader(split), {model.name: getattr(model, "predict_members", model.predict)}
+    )
     return to_dataset(exp, {model.name: outputs[model.name]}, outputs["anchor"])
 
 
@@ -246,7 +333,8 @@ def _fss(thresholds: Sequence[float], scales: Sequence[int], op: str):
 
 
 def to_dataset(exp: Experiment, arrays: dict[str, np.ndarray], anchor: np.ndarray) -> xr.Dataset:
-    """Normalized ``(N, L, *target)`` arrays as a dataset in physical units with coords restored."""
+    """Normalized ``(N, L, *target)`` arrays as a dataset in physical units with coords restored;
+    ensemble arrays ``(N, M, L, *target)`` get a ``member`` dimension."""
     cfg = exp.cfg
     target = exp.raw[cfg.data.target]
     leads = np.asarray(cfg.data.leads)
@@ -261,17 +349,26 @@ def to_dataset(exp: Experiment, arrays: dict[str, np.ndarray], anchor: np.ndarra
         **{d: target[d].values for d in space_dims if d in target.coords},
     }
     data_vars = {}
-    for name, values in arrays.items():
-        physical = np.stack(
+
+    def physical(values: np.ndarray) -> np.ndarray:  # (N, L, *target)
+        return np.stack(
             [
                 exp.normalizer.invert(values[:, i], cfg.data.target, time=valid_time[:, i])
                 for i in range(len(leads))
             ],
             axis=1,
         )
+
+    for name, values in arrays.items():
+        if values.ndim == len(dims) + 1:  # members on axis 1
+            coords["member"] = np.arange(values.shape[1])
+            stacked = np.stack([physical(values[:, m]) for m in range(values.shape[1])], axis=1)
+            var = (("time", "member", *dims[1:]), stacked)
+        else:
+            var = (dims, physical(values))
         data_vars[name] = (
-            dims,
-            physical.astype(np.float32),
+            var[0],
+            var[1].astype(np.float32),
             {"units": target.attrs.get("units", "")},
         )
     return xr.Dataset(data_vars, coords, attrs={"description": f"forecasts of {cfg.data.target}"})

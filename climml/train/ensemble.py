@@ -289,6 +289,7 @@ def fit_members(
     workdir: str | Path | None = None,
     progress: bool = True,
     on_step: Callable[[int], None] | None = None,
+    log: Callable[[dict[str, Any]], None] | None = None,
 ) -> MembersResult:
     """Train ``len(seeds)`` members of ``build`` in one vmapped step; resumable like ``fit``.
 
@@ -300,7 +301,8 @@ def fit_members(
 
     With ``workdir``, checkpoints go to ``workdir/checkpoints`` (every ``cfg.checkpoint_every``
     steps and after every epoch) and are resumed from. Ctrl-C / SIGTERM: checkpoint, then
-    ``TrainingInterrupted``.
+    ``TrainingInterrupted``. ``log(record)`` receives what ``fit`` logs (step records at
+    checkpoints with the members' mean loss, epoch records with the members' mean losses).
     """
     loaders = list(train_loader) if isinstance(train_loader, list | tuple) else [train_loader]
     loaders = loaders * len(seeds) if len(loaders) == 1 else loaders
@@ -331,7 +333,7 @@ def fit_members(
         with _StopOnSignal() as stop:
             while not pos.finished and pos.epoch < cfg.epochs:
                 state, best = _epoch(
-                    trainer, batches, val_loader, state, best, pos, ckpt, bar, stop, on_step
+                    trainer, batches, val_loader, state, best, pos, ckpt, bar, stop, on_step, log
                 )
     finally:
         bar.close()
@@ -356,7 +358,7 @@ def _save(ckpt, state, best, pos: MembersProgress) -> None:
         ckpt.save(int(jnp.max(state.step)), {"state": state, "best": best}, pos.to_json())
 
 
-def _epoch(trainer, batches, val_loader, state, best, pos, ckpt, bar, stop, on_step):
+def _epoch(trainer, batches, val_loader, state, best, pos, ckpt, bar, stop, on_step, log):
     cfg = trainer.cfg
     started, waited = time.perf_counter(), 0.0
     step = int(jnp.max(state.step))  # the active members' count (frozen ones lag behind)
@@ -382,6 +384,9 @@ def _epoch(trainer, batches, val_loader, state, best, pos, ckpt, bar, stop, on_s
         if stop.requested or (ckpt is not None and step % cfg.checkpoint_every == 0):
             pos.epoch_loss_sum = np.asarray(loss_sum).tolist()
             _save(ckpt, state, best, pos)
+            if log is not None:
+                mean = float(jnp.mean(loss))
+                log({"event": "step", "epoch": pos.epoch + 1, "step": step, "loss": mean})
         if stop.requested:
             raise TrainingInterrupted(pos.epoch + 1, step, None if ckpt is None else ckpt.directory)
     pos.epoch_loss_sum = np.asarray(loss_sum).tolist()
@@ -389,6 +394,10 @@ def _epoch(trainer, batches, val_loader, state, best, pos, ckpt, bar, stop, on_s
     last = pos.history[-1]
     last["wall_s"], last["data_wait_s"] = time.perf_counter() - started, waited
     bar.set_postfix(loss=f"{last['train_loss']:.4g}", val_loss=f"{last['val_loss']:.4g}")
+    if log is not None:
+        log(
+            {"event": "epoch", "step": step, **{k: v for k, v in last.items() if "member" not in k}}
+        )
     if pos.finished and pos.epoch < cfg.epochs and not bar.disable:
         bar.write(f"early stop at epoch {pos.epoch}: no member's validation loss improved for "
                   f"{cfg.patience} epochs", file=sys.stderr)  # fmt: skip

@@ -192,3 +192,50 @@ def test_bad_member_settings_are_config_errors(exp):
         fit_members(*args, seeds=[0, 1], hyper={"lr": [1e-3]}, progress=False)
     with pytest.raises(ConfigError, match="member hyperparameters"):
         fit_members(*args, seeds=[0, 1], hyper={"momentum": [0.1, 0.2]}, progress=False)
+
+
+def test_ensemble_run_reports_crps_spread_skill_and_rank_histograms(small_config, tmp_path):
+    properscoring = pytest.importorskip("properscoring")
+    import json
+
+    import xarray as xr
+
+    cfg = small_config(
+        "train.epochs=1",
+        "train.ensemble_members=3",
+        "eval.metrics=[rmse, mae, crps]",
+        "eval.explain.enabled=false",
+    )
+    exp = pipeline.prepare(cfg)
+    result = pipeline.run(cfg, tmp_path / "run")
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics == result.metrics
+    model, persistence = metrics["model"], metrics["persistence"]
+    ds = xr.open_zarr(tmp_path / "run" / "predictions.zarr")
+    assert ds["model"].dims == ("time", "member", "lead") and ds.sizes["member"] == 3
+    for i, lead in enumerate(str(lead) for lead in cfg.data.leads):
+        assert model["crps"][lead] >= 0 and model["spread"][lead] > 0
+        assert np.isfinite(model["spread_skill"][lead])
+        ranks = model["rank_histogram"][lead]
+        assert len(ranks) == 4 and sum(ranks) == pytest.approx(1.0, rel=1e-5)
+        # a deterministic forecast's CRPS is its MAE
+        assert persistence["crps"][lead] == pytest.approx(persistence["mae"][lead], rel=1e-4)
+        # float64 reference on the written forecasts (the Nino3.4 index: one point per time)
+        at = ds.isel(lead=i).astype(np.float64)
+        fc = at["model"].transpose("time", "member").values
+        ref = properscoring.crps_ensemble(at["observed"].values, fc).mean()
+        assert model["crps"][lead] == pytest.approx(ref, rel=1e-4)
+        mean = fc.mean(axis=1)
+        rmse = np.sqrt(np.mean((mean - at["observed"].values) ** 2))
+        spread = np.sqrt(np.mean(fc.var(axis=1, ddof=1) * 4 / 3))
+        assert model["spread_skill"][lead] == pytest.approx(spread / rmse, rel=1e-4)
+        assert model["rmse"][lead] == pytest.approx(rmse, rel=1e-4)  # the ensemble mean's
+    assert (tmp_path / "run" / "rank_histogram.png").is_file()
+    assert "crps" in metrics["model_beats"]["persistence"]
+    forecast = pipeline.forecast(pipeline.trained_model(exp, tmp_path / "run"), exp)
+    assert forecast["model"].sizes["member"] == 3
+
+
+def test_crps_needs_an_ensemble(small_config):
+    with pytest.raises(ConfigError, match="crps"):
+        pipeline.prepare(small_config("eval.metrics=[rmse, crps]"))
