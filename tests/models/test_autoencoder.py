@@ -105,9 +105,7 @@ def test_reconstruction_error_flags_injected_anomalies():
     assert excess[5:8, 20:24].sum() > 0.5 * excess.clip(0).sum()
 
 
-@pytest.mark.filterwarnings("ignore:Natural Earth coastlines are not on disk:UserWarning")
 def test_reconstruction_run_writes_error_maps(tmp_path):
-
     import xarray as xr
 
     from climml import config, pipeline

@@ -138,7 +138,6 @@ SMALL_RUN = [
 ]
 
 
-@pytest.mark.filterwarnings("ignore:Natural Earth coastlines are not on disk:UserWarning")
 def test_segmentation_run_writes_scores_masks_and_map(tmp_path):
     from climml import config, pipeline
 
