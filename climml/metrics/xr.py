@@ -49,13 +49,24 @@ kernels' statistics yourself to stream over them).
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Mapping, Sequence
+from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 
 from climml.errors import ConfigError, DataError, expected
-from climml.metrics import categorical, continuous, probabilistic, roc, spatial, spectral
+from climml.metrics import (
+    categorical,
+    continuous,
+    ensemble,
+    nowcast,
+    pooling,
+    probabilistic,
+    roc,
+    spatial,
+    spectral,
+)
 from climml.metrics._masking import weighted_mean
 
 Dims = Hashable | Sequence[Hashable] | None
@@ -699,3 +710,198 @@ def radial_psd(
         dask_gufunc_kwargs={"output_sizes": {"wavenumber": wavenumber.shape[0]}},
     )
     return out.assign_coords(wavenumber=np.asarray(wavenumber))
+
+
+# --------------------------------------------------------------------------- ensembles, nowcasts
+
+
+def _check_dims(data: xr.DataArray, name: str, dims: Sequence[Hashable]) -> None:
+    missing = [d for d in dims if d not in data.dims]
+    if missing:
+        raise DataError(expected(name, f"dimensions among {list(data.dims)}", missing))
+
+
+def pool(
+    field: xr.DataArray,
+    /,
+    *,
+    size: int,
+    kind: str = "avg",
+    stride: int | None = None,
+    spatial_dims: tuple[Hashable, Hashable] = ("y", "x"),
+) -> xr.DataArray:
+    """Average- or max-pool ``spatial_dims`` over ``size x size`` windows
+    (``climml.metrics.pool``); pooled coordinates are the mean coordinate of each window."""
+    _check_dims(field, "spatial_dims", spatial_dims)
+    size, step = pooling.check_pooling(size=size, kind=kind, stride=stride)
+    moved = field.transpose(..., *spatial_dims)
+    values = np.asarray(pooling.pool(moved.values, size=size, kind=kind, stride=step))
+    coords = {}
+    for d in moved.dims:
+        if d not in field.coords or field[d].dims != (d,):
+            continue
+        if d in spatial_dims:
+            coord = np.asarray(field[d].values, dtype=np.float64)
+            windows = np.lib.stride_tricks.sliding_window_view(coord, size)[::step]
+            coords[d] = windows.mean(axis=-1)
+        else:
+            coords[d] = field[d].values
+    out = xr.DataArray(values, dims=moved.dims, coords=coords, attrs=field.attrs, name=field.name)
+    return out.transpose(*field.dims)
+
+
+def _ensemble(
+    kernel: Callable,
+    forecast: xr.DataArray,
+    observed: xr.DataArray,
+    member_dim: Hashable,
+    dim: Dims,
+    align: str,
+    new_dims: Mapping[str, int],
+) -> xr.DataArray:
+    """``kernel(members_last, observed, axis) -> (*kept, *new_dims)`` reducing ``dim`` (None:
+    every dimension of ``observed``); members are gathered into one chunk."""
+    _check_dims(forecast, "member_dim", [member_dim])
+    forecast, observed = _align({"forecast": forecast, "observed": observed}, align)
+    dims = list(observed.dims) if dim is None else _reduced_dims(observed, dim)
+    if forecast.chunks is not None:
+        forecast = forecast.chunk({member_dim: -1})
+
+    def run(f, o):
+        axis = tuple(range(o.ndim - len(dims), o.ndim))
+        return np.asarray(kernel(f, o, axis)).astype(_default_float())
+
+    return xr.apply_ufunc(
+        run,
+        forecast,
+        observed,
+        input_core_dims=[[*dims, member_dim], dims],
+        output_core_dims=[list(new_dims)],
+        dask="parallelized",
+        output_dtypes=[_default_float()],
+        dask_gufunc_kwargs={"allow_rechunk": True, "output_sizes": dict(new_dims)},
+    )
+
+
+def rank_histogram(
+    forecast: xr.DataArray,
+    observed: xr.DataArray,
+    /,
+    *,
+    member_dim: Hashable = "member",
+    dim: Dims = None,
+    min_value: float | None = None,
+    align: str = "exact",
+) -> xr.DataArray:
+    """Rank histogram counts over ``dim`` with a ``rank`` dimension of size M + 1
+    (``climml.metrics.rank_histogram``). Counts add across calls; divide by their sum over
+    ``rank`` for frequencies."""
+    _check_dims(forecast, "member_dim", [member_dim])
+    ranks = forecast.sizes[member_dim] + 1
+
+    def kernel(f, o, axis):
+        return ensemble.rank_histogram(f, o, axis=axis, min_value=min_value).counts
+
+    out = _ensemble(kernel, forecast, observed, member_dim, dim, align, {"rank": ranks})
+    return out.assign_coords(rank=np.arange(ranks))
+
+
+def spread_skill(
+    forecast: xr.DataArray,
+    observed: xr.DataArray,
+    /,
+    *,
+    member_dim: Hashable = "member",
+    dim: Dims = None,
+    align: str = "exact",
+) -> xr.Dataset:
+    """``spread``, ``skill`` (RMSE of the ensemble mean) and their ``ratio`` over ``dim``
+    (``climml.metrics.spread_skill``; points weigh alike)."""
+
+    def kernel(f, o, axis):
+        stats = ensemble.spread_skill(f, o, axis=axis)
+        return jnp.stack([stats.spread(), stats.skill(), stats.ratio()], axis=-1)
+
+    out = _ensemble(kernel, forecast, observed, member_dim, dim, align, {"score": 3})
+    return xr.Dataset({k: out.isel(score=i) for i, k in enumerate(("spread", "skill", "ratio"))})
+
+
+def nowcast_scores(
+    forecast: xr.DataArray,
+    observed: xr.DataArray,
+    /,
+    *,
+    spatial_dims: tuple[Hashable, Hashable] = ("y", "x"),
+    lead_dim: Hashable | None = "lead",
+    member_dim: Hashable | None = None,
+    thresholds: Sequence[float] = (1.0, 2.0, 4.0, 8.0),
+    pools: Sequence[int] = (1, 4, 16),
+    fss_scales: Sequence[int] = (1, 4, 16),
+    op: str = ">=",
+    stride: int | None = None,
+    fair: bool = False,
+    spacing: float = 1.0,
+    align: str = "exact",
+) -> xr.Dataset:
+    """Every nowcast score of ``climml.metrics.nowcast_scores`` as a Dataset, per ``lead_dim``
+    (None: everything pooled), every other dimension pooled.
+
+    Variables: ``csi``, ``pod``, ``far`` (``lead, pool, threshold``), ``fss`` (``lead, scale,
+    threshold``), ``crps_avg``, ``crps_max`` (``lead, pool``), ``psd_forecast``,
+    ``psd_observed`` (``lead, wavenumber``), and with ``member_dim`` ``rank_histogram``
+    (``lead, rank``), ``spread``, ``skill``, ``spread_skill``. The data are scored in one
+    call (dask inputs are computed); to stream over many events accumulate
+    ``climml.metrics.nowcast_statistics`` instead.
+    """
+    _check_dims(observed, "spatial_dims", spatial_dims)
+    if lead_dim is not None:
+        _check_dims(observed, "lead_dim", [lead_dim])
+    if member_dim is not None:
+        _check_dims(forecast, "member_dim", [member_dim])
+    forecast, observed = _align({"forecast": forecast, "observed": observed}, align)
+    lead = [] if lead_dim is None else [lead_dim]
+    rest = [d for d in observed.dims if d not in (*lead, *spatial_dims)]
+    order = [*lead, *rest, *spatial_dims]
+    observed = observed.transpose(*order)
+    members = [] if member_dim is None else [member_dim]
+    forecast = forecast.transpose(*members, *order)
+    stats = nowcast.nowcast_statistics(
+        forecast.values,
+        observed.values,
+        thresholds=tuple(float(t) for t in thresholds),
+        pools=tuple(pools),
+        fss_scales=tuple(fss_scales),
+        member_axis=0 if member_dim is not None else None,
+        lead_axis=0 if lead_dim is not None else None,
+        op=op,
+        stride=stride,
+        fair=fair,
+        spacing=spacing,
+    )
+    scores = {k: np.asarray(v) for k, v in nowcast.nowcast_scores(stats).items()}
+    axes = {
+        "csi": ("pool", "threshold"),
+        "pod": ("pool", "threshold"),
+        "far": ("pool", "threshold"),
+        "fss": ("scale", "threshold"),
+        "crps_avg": ("pool",),
+        "crps_max": ("pool",),
+        "psd_forecast": ("wavenumber",),
+        "psd_observed": ("wavenumber",),
+        "rank_histogram": ("rank",),
+        "spread": (),
+        "skill": (),
+        "spread_skill": (),
+    }
+    coords: dict[Hashable, Any] = {
+        "threshold": list(stats.thresholds),
+        "pool": list(stats.pools),
+        "scale": list(stats.scales),
+        "wavenumber": scores.pop("wavenumber"),
+    }
+    if lead_dim is not None and lead_dim in observed.coords:
+        coords[lead_dim] = observed[lead_dim].values
+    if "rank_histogram" in scores:
+        coords["rank"] = np.arange(scores["rank_histogram"].shape[-1])
+    data = {k: ((*lead, *axes[k]), v) for k, v in scores.items()}
+    return xr.Dataset(data, coords=coords, attrs={"op": op, "pool_stride": str(stride)})

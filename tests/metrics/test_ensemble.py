@@ -167,3 +167,26 @@ def test_bad_inputs_name_the_argument():
         cm.spread_skill(np.zeros((3, 1)), np.zeros(3))
     with pytest.raises(DataError, match="observed"):
         cm.rank_histogram(np.zeros((3, 4)), np.zeros(5))
+
+
+def test_xarray_wrappers_equal_the_kernels():
+    import xarray as xr
+
+    rng = np.random.default_rng(6)
+    members = rng.normal(size=(5, 3, 40)).astype(np.float32)  # (member, time, point)
+    obs = rng.normal(size=(3, 40)).astype(np.float32)
+    f = xr.DataArray(members, dims=("member", "time", "point"), coords={"time": [1, 2, 3]})
+    o = xr.DataArray(obs, dims=("time", "point"), coords={"time": [1, 2, 3]})
+    hist = cm.xr.rank_histogram(f, o, dim="point")
+    assert hist.dims == ("time", "rank") and hist["rank"].values.tolist() == list(range(6))
+    want = cm.rank_histogram(members, obs, ensemble_axis=0, axis=1).counts
+    np.testing.assert_array_equal(hist, want)
+    scores = cm.xr.spread_skill(f.chunk({"member": 2}), o, dim=["time", "point"])
+    stats = cm.spread_skill(members, obs, ensemble_axis=0)
+    np.testing.assert_allclose(
+        [scores.spread, scores.skill, scores.ratio],
+        [stats.spread(), stats.skill(), stats.ratio()],
+        rtol=1e-6,
+    )
+    with pytest.raises(DataError, match="member_dim"):
+        cm.xr.rank_histogram(f.rename(member="m"), o)

@@ -193,3 +193,30 @@ def test_bad_settings_and_shapes_name_the_argument(ensemble):
         _stats(forecast, obs, member_axis=-1)
     with pytest.raises(DataError, match="lead_axis"):
         _stats(forecast[:, 0], obs, lead_axis=2)
+
+
+def test_xarray_wrapper_labels_every_axis(ensemble):
+    import xarray as xr
+
+    forecast, obs = ensemble
+    f = xr.DataArray(forecast, dims=("event", "member", "lead", "y", "x"), coords={"lead": [5, 10]})
+    o = xr.DataArray(obs, dims=("event", "lead", "y", "x"), coords={"lead": [5, 10]})
+    ds = cm.xr.nowcast_scores(
+        f.transpose("lead", "y", "member", "x", "event"),
+        o,
+        member_dim="member",
+        thresholds=THRESHOLDS,
+        pools=POOLS,
+        fss_scales=SCALES,
+    )
+    scores = cm.nowcast_scores(_stats(forecast, obs, member_axis=1, lead_axis=1))
+    assert ds["csi"].dims == ("lead", "pool", "threshold") and ds["lead"].values.tolist() == [5, 10]
+    assert (
+        ds["fss"].dims == ("lead", "scale", "threshold") and ds["rank_histogram"].sizes["rank"] == 4
+    )
+    assert ds["pool"].values.tolist() == list(POOLS) and ds["threshold"].values.tolist() == [0.5, 2]
+    for name, values in scores.items():
+        if name != "wavenumber":
+            np.testing.assert_allclose(ds[name], values, rtol=1e-6, err_msg=name)
+    single = cm.xr.nowcast_scores(f.isel(member=0), o, lead_dim=None, thresholds=(1.0,), pools=(1,))
+    assert single["csi"].dims == ("pool", "threshold") and "rank_histogram" not in single

@@ -61,3 +61,22 @@ def test_bad_arguments_name_the_field():
         cm.pool(x, size=2, stride=1.5)
     with pytest.raises(DataError, match="H, W >= 8"):
         cm.pool(x, size=8)
+
+
+def test_xarray_pool_keeps_dims_and_centres_the_coordinates():
+    import xarray as xr
+
+    x = np.random.default_rng(1).random((2, 8, 12)).astype(np.float32)
+    field = xr.DataArray(
+        x,
+        dims=("time", "y", "x"),
+        coords={"time": [10, 20], "y": np.arange(8.0), "x": np.arange(12.0) * 2},
+    )
+    pooled = cm.xr.pool(field.transpose("y", "time", "x"), size=4, kind="max")
+    assert pooled.dims == ("y", "time", "x") and pooled.sizes == {"y": 2, "time": 2, "x": 3}
+    np.testing.assert_array_equal(pooled["y"], [1.5, 5.5])
+    np.testing.assert_array_equal(pooled["x"], [3.0, 11.0, 19.0])
+    np.testing.assert_array_equal(pooled["time"], [10, 20])
+    np.testing.assert_allclose(pooled.transpose("time", "y", "x"), _reference(x, 4, 4, "max"))
+    with pytest.raises(DataError, match="spatial_dims"):
+        cm.xr.pool(field, size=2, spatial_dims=("lat", "lon"))
