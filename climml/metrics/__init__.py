@@ -52,12 +52,15 @@ NaN policy (the one place it is written down)
 1. NaN in the forecast or in the observation masks that point: it gets weight 0 in every
    statistic (mask-as-weights inside jit, never boolean indexing). A NaN weight masks too.
 2. NaN ensemble members are omitted per point: the CRPS of a point uses its valid members
-   only (and the fair CRPS needs at least two of them).
+   only (and the fair CRPS needs at least two of them). Rank histograms and spread/skill
+   need every member (M sets their bins and correction): a NaN member masks the point.
 3. A score with no valid points (or a zero denominator, e.g. CSI with no events forecast or
    observed) is NaN, never an exception. Per-point scores (``crps_ensemble``,
    ``crps_gaussian``) are NaN at masked points; reductions then skip them.
 4. Labels outside ``[0, num_classes)`` are missing in ``confusion_matrix``/``iou``.
-5. Spectra (``radial_psd``) need complete fields: a field containing NaN gives a NaN spectrum.
+5. Spectra (``radial_psd``) need complete fields: a field containing NaN gives a NaN spectrum
+   (``nowcast_statistics`` leaves such fields out of its mean spectrum). A pooling window
+   (``pool``) holding a NaN cell is NaN.
    In ``fss`` NaN cells count as non-events inside the windows and are left out of the sums.
 6. ``bootstrap`` percentiles skip resamples whose metric is NaN (e.g. AUC with one class).
 """

@@ -26,12 +26,18 @@ Conventions (and how they compare with ``pysteps.verification``, tested on Meteo
 * FSS windows are centred with zero padding, as ``scipy.ndimage.uniform_filter`` and pysteps'
   ``fss``; NaN cells are non-events in both, but here they are left out of the sums while
   pysteps sums them (identical on complete fields; see ``climml.metrics.spatial``).
-* CRPS is the energy form of the empirical distribution's CRPS, equal to pysteps' Hersbach
-  (2000) decomposition; points with a NaN observation are left out, and a NaN member is left
-  out of its point (pysteps drops the point).
+* CRPS is the exact CRPS of the members' empirical distribution (``crps_ensemble``), which
+  pysteps' ``probscores.CRPS`` (Hersbach 2000) computes too, except at points where the
+  observation equals a member: its loop has no case for the tie and drops terms there (a
+  dry observation among some dry members, common in radar, scores too low). Points with a
+  NaN observation are left out; a NaN member is left out of its point (pysteps drops the
+  point).
 * Pooling is ``climml.metrics.pooling.pool`` (no padding; a window holding NaN is masked).
 * Spectra need complete fields: a field holding NaN is left out of the mean spectrum (crop
-  radar composites to their covered area first).
+  radar composites to their covered area first). Rings are those of pysteps' ``rapsd`` on
+  square fields, plus the Nyquist ring; on non-square fields both axes are scaled to one
+  wavenumber, where ``rapsd`` counts rings in pixel offsets (``climml.metrics.spectral``).
+* Rank histograms share a tie among the tied ranks where pysteps draws one at random.
 
 NaN marks missing data everywhere and is masked as zero weight (``climml.metrics``' policy).
 """

@@ -220,3 +220,26 @@ def test_xarray_wrapper_labels_every_axis(ensemble):
             np.testing.assert_allclose(ds[name], values, rtol=1e-6, err_msg=name)
     single = cm.xr.nowcast_scores(f.isel(member=0), o, lead_dim=None, thresholds=(1.0,), pools=(1,))
     assert single["csi"].dims == ("pool", "threshold") and "rank_histogram" not in single
+
+
+def test_statistics_per_device_merge_into_the_whole():
+    """8 events on 8 (simulated) devices: each scores its own, all_gather + merge."""
+    from jax.sharding import Mesh, NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    rng = np.random.default_rng(2)
+    obs = rng.gamma(0.6, 2.0, size=(8, 2, 8, 8)).astype(np.float32)
+    forecast = obs[:, None] * rng.lognormal(0, 0.5, size=(8, 3, 2, 8, 8)).astype(np.float32)
+    kw = dict(member_axis=1, lead_axis=1, pools=(1, 4), fss_scales=(3,), thresholds=THRESHOLDS)
+    mesh = Mesh(np.array(jax.devices()[:8]), ("d",))
+
+    def local(f, o):
+        return cm.merge(jax.lax.all_gather(cm.nowcast_statistics(f, o, **kw), "d"))
+
+    gathered = jax.jit(
+        jax.shard_map(local, mesh=mesh, in_specs=(P("d"), P("d")), out_specs=P(), check_vma=False)
+    )
+    shard = NamedSharding(mesh, P("d"))
+    got = gathered(jax.device_put(forecast, shard), jax.device_put(obs, shard))
+    want = cm.nowcast_statistics(forecast, obs, **kw)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-6), got, want)
