@@ -61,7 +61,7 @@ def test_two_processes_train_like_one_on_the_same_global_batches(tmp_path, tiny_
                 f"train.distributed={{coordinator: 'localhost:{port}', "
                 f"num_processes: 2, process_id: {i}}}",
             ],
-        )  # fmt: skip
+        )
         for i in range(2)
     ]
     one = _train(tmp_path / "one", common)
