@@ -217,32 +217,12 @@ def plot_confusion_matrix(
     return style.finish(fig, path)
 
 
-def rank_histogram(
-    ensemble: ArrayLike, observed: ArrayLike, *, ensemble_axis: int = -1, seed: int = 0
-) -> np.ndarray:
-    """Counts ``(M + 1,)`` of the observation's rank among the M members (0: below all).
-
-    Ties between the observation and members are broken at random (``seed``), as is standard
-    (Hamill 2001), so that a discrete field (many zeros of rain) does not pile up in rank 0.
-    Points with a NaN observation or member are left out.
-    """
-    ens = np.moveaxis(np.asarray(ensemble, np.float64), ensemble_axis, -1)
-    obs = np.broadcast_to(np.asarray(observed, np.float64), ens.shape[:-1])
-    ens, obs = ens.reshape(-1, ens.shape[-1]), obs.reshape(-1)
-    keep = ~(np.isnan(obs) | np.isnan(ens).any(axis=-1))
-    ens, obs = ens[keep], obs[keep, None]
-    below = (ens < obs).sum(axis=-1)
-    ties = (ens == obs).sum(axis=-1)
-    rng = np.random.default_rng(seed)
-    ranks = below + np.floor(rng.random(obs.shape[0]) * (ties + 1)).astype(np.int64)
-    return np.bincount(ranks, minlength=ens.shape[-1] + 1)
-
-
 def plot_rank_histogram(
     ensemble: ArrayLike,
     observed: ArrayLike,
     *,
     ensemble_axis: int = -1,
+    min_value: float | None = None,
     name: str = "ensemble",
     path: str | Path | None = None,
 ) -> Figure:
@@ -250,9 +230,14 @@ def plot_rank_histogram(
     under-dispersive, domed when over-dispersive, sloped when biased.
 
     ``ensemble``: members along ``ensemble_axis`` (the convention of ``metrics.crps_ensemble``);
-    ``observed``: the same shape without that axis.
+    ``observed``: the same shape without that axis. Counts are ``metrics.rank_histogram``'s
+    over all points (ties shared evenly among the tied ranks; ``min_value``, e.g. 0.1 mm/h,
+    makes values below it equal and leaves out points dry in every member and observation).
     """
-    counts = rank_histogram(ensemble, observed, ensemble_axis=ensemble_axis)
+    histogram = metrics.rank_histogram(
+        ensemble, observed, ensemble_axis=ensemble_axis, min_value=min_value
+    )
+    counts = np.asarray(histogram.counts, np.float64)
     if counts.sum() == 0:
         raise DataError(expected("observed", "at least one point without NaN", "none"))
     frequency = counts / counts.sum()

@@ -144,36 +144,31 @@ def test_confusion_matrix_rows_are_fractions_of_the_true_class(tmp_path):
         plots.plot_confusion_matrix(np.ones((2, 3)))
 
 
-def test_rank_histogram_counts_and_shape():
+def test_rank_histogram_bars_and_shape():
     rng = np.random.default_rng(0)
-    members, points = 9, 20_000
+    members, points = 9, 4000
     obs = rng.standard_normal(points)
     calibrated = rng.standard_normal((points, members))
-    counts = plots.rank_histogram(calibrated, obs)
-    # no ties: the rank is the number of members below the observation
-    np.testing.assert_array_equal(
-        counts, np.bincount((calibrated < obs[:, None]).sum(-1), minlength=members + 1)
-    )
-    expected = points / (members + 1)
-    assert np.all(np.abs(counts - expected) < 5 * np.sqrt(expected))  # flat
-    narrow = plots.rank_histogram(0.3 * calibrated, obs)
-    assert narrow[0] > 2 * expected and narrow[-1] > 2 * expected  # U: under-dispersive
-    # members first (ensemble_axis=0) and ties broken at random: all-zero rain spreads evenly
-    dry = plots.rank_histogram(np.zeros((members, 5000)), np.zeros(5000), ensemble_axis=0)
-    assert dry.sum() == 5000 and dry.min() > 0.7 * 5000 / (members + 1)
-    with_nan = obs.copy()
-    with_nan[:10] = np.nan
-    assert plots.rank_histogram(calibrated, with_nan).sum() == points - 10
-    fig = plots.plot_rank_histogram(0.3 * calibrated, obs, name="GAN")
+    fig = plots.plot_rank_histogram(calibrated, obs, name="calibrated")
     (ax,) = fig.axes
-    assert ax.get_title() == "Rank histogram: GAN"
+    assert ax.get_title() == "Rank histogram: calibrated"
     assert ax.get_xlabel() == "rank of the observation among 9 members"
     assert ax.get_ylabel() == "relative frequency"
-    np.testing.assert_allclose([p.get_height() for p in ax.patches], narrow / points)
+    # no ties: the rank is the number of members below the observation
+    below = np.bincount((calibrated < obs[:, None]).sum(-1), minlength=members + 1)
+    np.testing.assert_allclose([p.get_height() for p in ax.patches], below / points, rtol=1e-6)
+    flat = 1 / (members + 1)
+    assert np.all(np.abs(below / points - flat) < 5 * np.sqrt(flat / points))
     fig.canvas.draw()
     assert _integer_ticks(ax) == list(range(members + 1))
     (legend,) = fig.legends  # outside the axes: it covers no bar
     assert not legend.get_window_extent().overlaps(ax.get_window_extent())
+    # under-dispersive: U-shaped; members first, a few NaN observations left out
+    narrow = plots.plot_rank_histogram(0.3 * calibrated.T, np.r_[np.nan, obs[1:]], ensemble_axis=0)
+    heights = np.array([p.get_height() for p in narrow.axes[0].patches])
+    assert heights[0] > 2 * flat and heights[-1] > 2 * flat
+    with pytest.raises(DataError, match="^observed: expected"):
+        plots.plot_rank_histogram(calibrated[:3], np.full(3, np.nan))
 
 
 def test_power_spectrum_log_log_in_km():
