@@ -154,3 +154,15 @@ def test_unset_root_says_how_to_set_it(monkeypatch):
 def test_bad_arguments_name_the_field(pysteps_data, kwargs, field):
     with pytest.raises((ConfigError, DataError), match=f"data.source_args.{field}"):
         radar_mch(**kwargs)
+
+
+def test_mch_windows_stay_inside_one_event(pysteps_data):
+    from climml.data import split_anchors
+
+    ds = radar_mch(crop=16)
+    anchors = split_anchors(
+        ds.indexes["time"], {"all": ("2015-05-15", "2017-01-31")}, input_steps=4, max_lead=6
+    )["all"]
+    event = ds["event"].values
+    assert np.all(event[anchors - 3] == event[anchors + 6])
+    assert len(anchors) == 3 * (40 - 4 - 6 + 1)  # every window inside each 40-frame event
