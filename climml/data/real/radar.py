@@ -205,36 +205,9 @@ def radar_events(
     """
     spec = _provider(provider)
     folder = data_root(root, provider)
-    frames = _frames(folder, spec)
-    if not frames:
-        raise DataError(
-            expected(
-                "data.source_args.root",
-                f"{spec.folder} radar files",
-                f"none matching under {folder}",
-            )
-        )
+    frames = _select(_frames(folder, spec), events, folder, spec)
     times = pd.DatetimeIndex([t for t, _ in frames])
-    event = _events(times)
-    if events is not None:
-        want = {int(e) for e in events}
-        missing = want - set(event)
-        if missing:
-            raise DataError(
-                expected(
-                    "data.source_args.events", f"some of {sorted(set(event))}", sorted(missing)
-                )
-            )
-        keep = np.isin(event, list(want))
-        frames, times, event = (
-            [f for f, k in zip(frames, keep, strict=True) if k],
-            times[keep],
-            event[keep],
-        )
-    rows, cols = _crop(crop, spec.shape)
-    k = _check_coarsen(coarsen, rows.stop - rows.start, cols.stop - cols.start)
-    rows = slice(rows.start, rows.start + (rows.stop - rows.start) // k * k)
-    cols = slice(cols.start, cols.start + (cols.stop - cols.start) // k * k)
+    rows, cols, k = _window(crop, coarsen, spec.shape)
     shape = ((rows.stop - rows.start) // k, (cols.stop - cols.start) // k)
 
     def one(path: str) -> np.ndarray:
@@ -253,7 +226,7 @@ def radar_events(
         "time": times.values,
         "y": ("y", y, {"units": "km"}),
         "x": ("x", x, {"units": "km"}),
-        "event": ("time", event),
+        "event": ("time", _events(times)),
     }
     rain = xr.Variable(("time", "y", "x"), stack, {"units": "mm/h"})
     attrs = {
@@ -306,6 +279,37 @@ def _frames(folder: Path, spec: Provider) -> list[tuple[pd.Timestamp, Path]]:
         dup = next(t for t, n in pd.Series(times).value_counts().items() if n > 1)
         raise DataError(expected("radar files", "one file per time", f"several at {dup}"))
     return found
+
+
+def _select(
+    frames: list[tuple[pd.Timestamp, Path]], events: Any, folder: Path, spec: Provider
+) -> list[tuple[pd.Timestamp, Path]]:
+    """The frames of the chosen ``events`` (all if None); DataError naming what is missing."""
+    if not frames:
+        want = f"{spec.folder} radar files"
+        raise DataError(expected("data.source_args.root", want, f"none matching under {folder}"))
+    if events is None:
+        return frames
+    event = _events(pd.DatetimeIndex([t for t, _ in frames]))
+    try:
+        want = {int(e) for e in events}
+    except (TypeError, ValueError) as err:
+        found = f"{events!r} ({err})"
+        raise ConfigError(expected("data.source_args.events", "yyyymmdd dates", found)) from err
+    missing = want - set(event)
+    if missing:
+        have = f"some of {sorted(set(event))}"
+        raise DataError(expected("data.source_args.events", have, sorted(missing)))
+    return [frame for frame, e in zip(frames, event, strict=True) if e in want]
+
+
+def _window(crop: Any, coarsen: Any, shape: tuple[int, int]) -> tuple[slice, slice, int]:
+    """Rows and columns of the crop, trimmed to a multiple of the coarsening factor ``k``."""
+    rows, cols = _crop(crop, shape)
+    k = _check_coarsen(coarsen, rows.stop - rows.start, cols.stop - cols.start)
+    rows = slice(rows.start, rows.start + (rows.stop - rows.start) // k * k)
+    cols = slice(cols.start, cols.start + (cols.stop - cols.start) // k * k)
+    return rows, cols, k
 
 
 def _events(times: pd.DatetimeIndex) -> np.ndarray:
