@@ -1,4 +1,4 @@
-"""Command line: ``climml run | train | evaluate | predict | explain CONFIG [--workdir DIR] ...``.
+"""Command line: ``climml run | train | evaluate | predict | explain | sweep CONFIG ...``.
 
 Thin by design: parse arguments, load the config, call ``climml.pipeline``. Any ``ClimmlError``
 (bad config, data or checkpoint) is printed as one line and exits with status 2. Ctrl-C or
@@ -34,6 +34,8 @@ def _parser() -> argparse.ArgumentParser:
         "evaluate": "score a trained run on the evaluation split; writes metrics.json",
         "predict": "write a trained run's forecasts for a split (zarr or netCDF)",
         "explain": "permutation importance of a trained run's input channels (+ saliency maps)",
+        "sweep": "train every setting of a grid (shape-keeping ones vmapped together); writes a "
+        "table, a plot and the best config; resumable",
     }
     for name, text in helps.items():
         sub = commands.add_parser(name, help=text, description=text)
@@ -53,6 +55,15 @@ def _parser() -> argparse.ArgumentParser:
                 "--force",
                 action="store_true",
                 help="run again from the start even if this run already finished",
+            )
+        if name == "sweep":
+            sub.add_argument(
+                "--grid",
+                action="append",
+                required=True,
+                metavar="KEY=V1,V2,...",
+                help="values to try, e.g. train.lr=1e-3,3e-4 or model.filters=[16,32],[32,64]; "
+                "repeat for a grid (--workdir default: OUTPUT.WORKDIR/sweep)",
             )
         if name == "predict":
             sub.add_argument("--split", default="test", help="which data split (default: test)")
@@ -99,6 +110,11 @@ def _dispatch(args: argparse.Namespace) -> None:
         print(pipeline.predict(cfg, workdir, split=args.split, output=args.output))
     elif args.command == "explain":
         print(json.dumps(pipeline.explain(cfg, workdir), indent=2))
+    elif args.command == "sweep":
+        from climml import sweep
+
+        result = sweep.run(args.config, args.grid, overrides=args.overrides, workdir=args.workdir)
+        print(*sweep.summary(result), sep="\n")
     if args.command in ONCE:
         jobs.mark_finished(workdir, args.command, cfg)
 
