@@ -130,7 +130,7 @@ def evaluate(exp: Experiment, model: Predictor, workdir: Path) -> dict:
     metrics = {
         name: _table(stats, minutes, cfg.eval.metrics) for name, stats in result.stats.items()
     }
-    spectra = spectra_dataset(result.stats, cfg.data.leads, minutes)
+    spectra = spectra_dataset(result.stats, cfg.data.leads, minutes, length_units(exp))
     spectra.to_netcdf(workdir / "spectra.nc")
     if cfg.output.save_predictions:
         to_dataset(exp, result.forecasts, result.observed, result.anchor).to_zarr(
@@ -268,8 +268,11 @@ def _table(stats, minutes: Sequence[str], families: Sequence[str]) -> dict:
     return out
 
 
-def spectra_dataset(stats: dict, leads: Sequence[int], minutes: Sequence[str]) -> xr.Dataset:
-    """Mean power spectra ``(lead, wavenumber)`` of every predictor and of the observations."""
+def spectra_dataset(
+    stats: dict, leads: Sequence[int], minutes: Sequence[str], units: str = ""
+) -> xr.Dataset:
+    """Mean power spectra ``(lead, wavenumber)`` of every predictor and of the observations;
+    wavenumbers in cycles per ``units`` of length (the grid's coordinate units)."""
     data, observed = {}, None
     wavenumber = None
     for name, s in stats.items():
@@ -281,7 +284,7 @@ def spectra_dataset(stats: dict, leads: Sequence[int], minutes: Sequence[str]) -
     coords = {
         "lead": np.asarray(leads),
         "lead_minutes": ("lead", np.asarray(minutes, np.float64)),
-        "wavenumber": ("wavenumber", wavenumber, {"units": "cycles per grid-spacing unit"}),
+        "wavenumber": ("wavenumber", wavenumber, {"units": f"1/{units or 'grid spacing'}"}),
     }
     return xr.Dataset(data, coords, attrs={"description": "radially averaged power spectra"})
 
@@ -327,6 +330,13 @@ def step_minutes(exp: Experiment) -> float:
         raise DataError(expected("time coordinate", "datetimes (radar frames)", time.dtype))
     steps = np.diff(time) / np.timedelta64(1, "m")
     return float(steps[steps > 0].min())
+
+
+def length_units(exp: Experiment) -> str:
+    """Units of the grid coordinates (``"km"`` for radar grids), ``""`` when unknown."""
+    target = exp.raw[exp.cfg.data.target]
+    x = target.dims[-1]
+    return str(target[x].attrs.get("units", "")) if x in target.coords else ""
 
 
 def grid_spacing(exp: Experiment) -> float:

@@ -61,7 +61,8 @@ def plot_skill_by_lead(
 
 def plot_spectra(spectra: xr.Dataset, *, lead: int = -1, path: str | Path | None = None) -> Figure:
     """Power spectra of every predictor and the observations at one lead (default: the last)
-    against wavelength, log-log. Power missing at short wavelengths is blur."""
+    against wavelength (in the units of ``1 / wavenumber``), log-log. Power missing at short
+    wavelengths is blur."""
     at = spectra.isel(lead=lead)
     k = np.asarray(spectra["wavenumber"])[1:]  # ring 0 is the mean, no scale
     fig = style.new_figure((5.6, 4.2))
@@ -72,8 +73,9 @@ def plot_spectra(spectra: xr.Dataset, *, lead: int = -1, path: str | Path | None
         ax.loglog(1.0 / k, np.asarray(at[name])[1:], linestyle=dash, lw=width, label=name)
     ax.invert_xaxis()
     minutes = float(at["lead_minutes"])
+    units = str(spectra["wavenumber"].attrs.get("units", "1/grid spacing")).removeprefix("1/")
     ax.set(
-        xlabel="wavelength (grid units)",
+        xlabel=style.label("wavelength", units),
         ylabel="power",
         title=f"Radially averaged power spectrum, lead {minutes:g} min",
     )
@@ -105,9 +107,7 @@ def plot_example(
     n_leads = len(minutes)
     fig = style.new_figure((2.0 * n_leads + 0.8, 2.0 * len(rows)))
     axes = fig.subplots(len(rows), n_leads, squeeze=False)
-    cmap = ListedColormap(RAIN_COLORS)
-    cmap.set_under("white")
-    cmap.set_over("black")
+    cmap = ListedColormap(RAIN_COLORS).with_extremes(under="white", over="black")
     norm = BoundaryNorm(RAIN_LEVELS, cmap.N)
     image = None
     for r, (name, field) in enumerate(rows):
