@@ -24,6 +24,7 @@ from flax import nnx
 import climml as cm
 from climml.data.real.hadisst import hadisst_field
 from climml.models.conv import Conv
+from climml.viz import maps
 
 FAST = os.environ.get("CLIMML_NOTEBOOK_FAST") == "1"  # nothing here is slow; kept for symmetry
 
@@ -45,11 +46,17 @@ print(
 )
 
 # %% [markdown]
-# 180 x 360 numbers, degrees Celsius, one per 1-degree box. Land boxes hold NaN ("not a
-# number"), and NaN spreads through any arithmetic: a filter that touches one land box returns
-# NaN. Networks therefore need the missing values filled and, usually, a mask telling them
-# where the data were missing (climml's `data.mask_channel` option adds it). Here we fill land
-# with 0 after removing the ocean mean, so that land looks like "average ocean".
+# On a map (cartopy, with the Natural Earth coastlines that ship with climml, so no download):
+
+# %%
+maps.plot_map(sst, title="HadISST sea surface temperature, August 2012")
+
+# %% [markdown]
+# To the network it is 180 x 360 numbers, degrees Celsius, one per 1-degree box. Land boxes
+# hold NaN ("not a number"), and NaN spreads through any arithmetic: a filter that touches one
+# land box returns NaN. Networks therefore need the missing values filled and, usually, a mask
+# telling them where the data were missing (climml's `data.mask_channel` option adds it). Here
+# we fill land with 0 after removing the ocean mean, so that land looks like "average ocean".
 
 # %%
 ocean = np.isfinite(sst.values)
@@ -65,14 +72,16 @@ def show(fields, titles, cmap="RdBu_r", units="degC"):
     for ax, field, title in zip(axes[0], fields, titles, strict=True):
         field = np.asarray(field)
         limit = np.nanpercentile(np.abs(field), 99) or 1.0
-        mesh = ax.imshow(field, cmap=cmap, vmin=-limit, vmax=limit, aspect="auto")
+        mesh = ax.imshow(
+            field, cmap=cmap, vmin=-limit, vmax=limit, aspect="auto", interpolation="nearest"
+        )
         fig.colorbar(mesh, ax=ax, label=units, shrink=0.85)
         ax.set(
             title=f"{title}  {field.shape}",
             xlabel="column (longitude index)",
             ylabel="row (latitude index)",
         )
-    return fig
+    plt.show()
 
 
 show([x], ["HadISST August 2012, anomaly from the ocean mean"])
