@@ -136,11 +136,13 @@ for label, s in rows.items():
     )
 
 # %% [markdown]
-# Accuracy barely separates the three; the IoU of the rare classes does. The weighted loss
-# trades a little background accuracy (it paints some extra pixels as events) for finding the
-# events at all. How far it gets depends on training time: in this notebook's fast mode the
-# network trains for two epochs on a few weeks of maps; `climml run configs/unet_extremes.yaml`
-# trains properly.
+# Accuracy barely separates the three. The IoU of the rare classes is what to compare: the
+# all-background answer scores 0 there by construction, and a trained model earns its keep only
+# where it rises above 0. The weighted loss typically trades a little background accuracy (it
+# paints some extra pixels as events) for finding the events at all, while plain cross-entropy
+# drifts towards the all-background answer. How far either gets depends on training: this
+# notebook's fast mode trains a shallow U-Net for two epochs on a few weeks of maps, which may
+# find nothing yet; `climml run configs/unet_extremes.yaml` trains properly.
 #
 # ## The confusion matrix
 #
