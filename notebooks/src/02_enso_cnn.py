@@ -110,7 +110,9 @@ model, result = train([f"train.epochs={EPOCHS}"], filters=(16, 32), hidden=(32,)
 plots.plot_loss_curve(result.history)
 
 # %% [markdown]
-# Both losses fall: the network is learning structure that holds beyond the training years.
+# Both losses fall at first: the network is learning structure that holds beyond the training
+# years. Where the validation loss turns up while the training loss keeps falling, the network
+# has begun to over-fit (below); the dotted line marks the epoch whose parameters `fit` keeps.
 # Losses are in normalized units (the target divided by its training standard deviation), so
 # 1.0 is what forecasting the climatological mean would score.
 #
