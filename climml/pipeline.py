@@ -205,8 +205,12 @@ class TrainedModel:
 
     @classmethod
     def from_module(cls, model: nnx.Module) -> TrainedModel:
-        """Wrap ``model`` with its current parameters (e.g. after ``climml.train.fit``)."""
-        _, params, rest = nnx.split(model, nnx.Param, ...)
+        """Wrap ``model`` with its current parameters (e.g. after ``climml.train.fit``).
+
+        The parameters are a snapshot: training or editing ``model`` afterwards (its variables
+        are updated in place) does not change this predictor, hence the clone.
+        """
+        _, params, rest = nnx.split(nnx.clone(model), nnx.Param, ...)
         return cls(model, FitResult(params, rest, history=[], stopped_early=False))
 
     def predict(self, batch: Batch) -> np.ndarray:
