@@ -152,7 +152,9 @@ plots.plot_rank_histogram(
 
 # %% [markdown]
 # Four members cannot describe a distribution well, and members that differ only in their
-# initialization are usually too alike (a U-shaped histogram: under-dispersive). Bootstrap
+# initialization are usually too alike: the observation falls outside all of them too often
+# (high bars at both ends, a U: under-dispersive), and a pile at one end says the ensemble is
+# biased (rank 0: the observation below every member). Bootstrap
 # resampling of the training set (`train.ensemble_bootstrap: true`) widens the spread.
 #
 # ## 4. A batch job that survives being killed
