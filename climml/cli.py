@@ -72,6 +72,21 @@ def _parser() -> argparse.ArgumentParser:
                 help="PATH.zarr or PATH.nc, format by suffix "
                 "(default: WORKDIR/predictions_SPLIT.zarr)",
             )
+            sub.add_argument(
+                "--input",
+                help="stream the model over this zarr store / netCDF (larger than memory), "
+                "chunk by chunk, into --output PATH.zarr; resumable",
+            )
+            sub.add_argument(
+                "--chunk-steps",
+                type=int,
+                help="with --input: initializations per chunk (default: ~32 MiB of input)",
+            )
+            sub.add_argument(
+                "--force",
+                action="store_true",
+                help="with --input: overwrite an --output holding other predictions",
+            )
     return parser
 
 
@@ -106,6 +121,8 @@ def _dispatch(args: argparse.Namespace) -> None:
         metrics = pipeline.evaluate(cfg, workdir)
         print(json.dumps(metrics, indent=2))
         print(*baseline_summary(metrics.get("model_beats", {})), sep="\n")
+    elif args.command == "predict" and args.input:
+        print(_stream(cfg, workdir, args))
     elif args.command == "predict":
         print(pipeline.predict(cfg, workdir, split=args.split, output=args.output))
     elif args.command == "explain":
@@ -117,6 +134,20 @@ def _dispatch(args: argparse.Namespace) -> None:
         print(*sweep.summary(result), sep="\n")
     if args.command in ONCE:
         jobs.mark_finished(workdir, args.command, cfg)
+
+
+def _stream(cfg, workdir: str, args: argparse.Namespace) -> str:
+    from climml.errors import ConfigError, expected
+    from climml.predict_stream import predict_store
+
+    if not args.output:
+        raise ConfigError(expected("--output", "a PATH.zarr with --input", "none"))
+    done = predict_store(
+        cfg, workdir, args.input, args.output, chunk_steps=args.chunk_steps, force=args.force
+    )
+    if done.computed == 0:
+        return f"climml: {done.path} already holds all {done.chunks} chunks; nothing to do"
+    return f"{done.path}: {done.computed} of {done.chunks} chunks written"
 
 
 def baseline_summary(beats: dict[str, dict[str, dict[str, bool]]]) -> list[str]:
