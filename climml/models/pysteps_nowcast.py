@@ -97,7 +97,8 @@ class Steps:
     """The pysteps STEPS ensemble: ``(B, T, H, W)`` mm/h → ``(B, members, L, H, W)`` mm/h.
 
     ``pixel_km`` and ``step_minutes`` set the scales of the cascade; ``seed`` makes the members
-    reproducible (sample ``i`` of a call draws from ``seed + i``).
+    reproducible: the ``n``-th sample this instance forecasts draws its noise from ``seed + n``
+    (so windows of different batches never share noise, and the same run repeats exactly).
     """
 
     name = "steps"
@@ -117,12 +118,15 @@ class Steps:
         self.leads, self.members, self.seed = self.flow.leads, members, seed
         self.pixel_km, self.step_minutes = pixel_km, step_minutes
         self.cascade_levels = cascade_levels
+        self.drawn = 0  # samples forecast so far: the next one's seed offset
 
     def forecast(self, history: np.ndarray) -> np.ndarray:
         history = _check_history(history, 3, self.name)  # AR(2) needs three frames
         steps = self.modules["nowcasts"].get_method("steps")
         out = []
-        for i, sample in enumerate(history):
+        for sample in history:
+            seed = self.seed + self.drawn
+            self.drawn += 1
             dbr = _to_dbr(sample[-3:])
             if not (sample[-1] >= THRESHOLD).any():  # STEPS needs rain to fit its cascade
                 out.append(np.zeros((self.members, len(self.leads), *sample.shape[1:])))
@@ -137,7 +141,7 @@ class Steps:
                     precip_thr=10.0 * np.log10(THRESHOLD),
                     kmperpixel=self.pixel_km,
                     timestep=self.step_minutes,
-                    seed=self.seed + i,
+                    seed=seed,
                 )  # (members, steps, H, W) dBR
             out.append(_from_dbr(ensemble[:, self.leads - 1]))
         return np.stack(out).astype(np.float32)
