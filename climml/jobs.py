@@ -177,7 +177,7 @@ class JsonLog:
     record of a process, whose interval would include start-up and compilation) and
     ``device_memory`` (``bytes_in_use``/``peak_bytes_in_use`` of the first local device, where
     the backend reports them: GPUs and TPUs, not CPUs). Lines are flushed as written, so a killed
-    job leaves every record it logged.
+    job leaves every record it logged. In a multi-process job only process 0 writes.
     """
 
     def __init__(self, path: str | Path, batch_size: int):
@@ -187,6 +187,10 @@ class JsonLog:
         _drop_partial_line(self.path)
 
     def __call__(self, record: dict[str, Any]) -> None:
+        import jax
+
+        if jax.process_index() != 0:  # one log per job, not one line per process
+            return
         now = time.time()
         out = {"time": round(now, 3), **record}
         step = record.get("step")
