@@ -80,19 +80,11 @@ class MeanSums(NamedTuple):
         return ratio(self.total, self.weight)
 
 
-@functools.partial(
-    jax.tree_util.register_dataclass,
-    data_fields=[
-        "contingency",
-        "fss",
-        "crps",
-        "psd_forecast",
-        "psd_observed",
-        "rank",
-        "spread",
-    ],
-    meta_fields=["thresholds", "pools", "scales", "op", "stride", "fair", "grid", "spacing"],
-)
+_DATA = ("contingency", "fss", "crps", "psd_forecast", "psd_observed", "rank", "spread")
+_META = ("thresholds", "pools", "scales", "op", "stride", "fair", "grid", "spacing")
+
+
+@functools.partial(jax.tree_util.register_dataclass, data_fields=_DATA, meta_fields=_META)
 @dataclasses.dataclass(frozen=True)
 class NowcastStats:
     """Sufficient statistics of ``nowcast_statistics``; ``a + b`` merges, a pytree (so it
@@ -128,22 +120,25 @@ class NowcastStats:
     spacing: float
 
     def settings(self) -> dict:
+        """The static settings; only statistics with equal settings merge."""
         return {f: getattr(self, f) for f in _META}
 
     def __add__(self, other: NowcastStats) -> NowcastStats:
+        """Merged statistics: every field is a sum. On the host (NumPy arrays, e.g. after
+        ``jax.device_get``) the sums widen to int64 / float64, so that accumulating many
+        batches neither overflows the int32 counts (2**31 cells) nor rounds in float32."""
         if self.settings() != other.settings():
             raise DataError(
                 expected("nowcast statistics settings", self.settings(), other.settings())
             )
-        merged = {
-            f: None if getattr(self, f) is None else getattr(self, f) + getattr(other, f)
-            for f in _DATA
-        }
-        return dataclasses.replace(self, **merged)
+        return jax.tree.map(_add, self, other)
 
 
-_DATA = ("contingency", "fss", "crps", "psd_forecast", "psd_observed", "rank", "spread")
-_META = ("thresholds", "pools", "scales", "op", "stride", "fair", "grid", "spacing")
+def _add(a: Array, b: Array) -> Array:
+    if isinstance(a, np.ndarray | np.generic) and isinstance(b, np.ndarray | np.generic):
+        wide = np.int64 if np.issubdtype(a.dtype, np.integer) else np.float64
+        return a.astype(wide) + b.astype(wide)
+    return a + b
 
 
 def nowcast_statistics(
@@ -380,6 +375,9 @@ def nowcast_scores(stats: NowcastStats) -> dict[str, Array]:
       for ensembles also ``rank_histogram`` ``(*lead, M + 1)`` rank frequencies and
       ``spread``, ``skill`` (RMSE of the ensemble mean), ``spread_skill`` ``(*lead,)``.
     """
+    # Host-merged counts are int64, which JAX (without x64) would wrap into int32: score
+    # them as floats.
+    stats = jax.tree.map(_float_counts, stats)
     crps = stats.crps.mean()
     scores = {
         "csi": stats.contingency.csi(),
@@ -399,6 +397,12 @@ def nowcast_scores(stats: NowcastStats) -> dict[str, Array]:
         scores["skill"] = stats.spread.skill()
         scores["spread_skill"] = stats.spread.ratio()
     return scores
+
+
+def _float_counts(x: Array) -> Array:
+    if isinstance(x, np.ndarray | np.generic) and np.issubdtype(x.dtype, np.integer):
+        return x.astype(np.float64)
+    return x
 
 
 def nowcast_table(stats: NowcastStats) -> dict[str, Array]:

@@ -1,5 +1,7 @@
 """nowcast_statistics / nowcast_scores against NumPy float64 hand computations, merging, jit."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -243,3 +245,23 @@ def test_statistics_per_device_merge_into_the_whole():
     got = gathered(jax.device_put(forecast, shard), jax.device_put(obs, shard))
     want = cm.nowcast_statistics(forecast, obs, **kw)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-6), got, want)
+
+
+def test_host_accumulation_widens_past_int32_and_float32(ensemble):
+    """After jax.device_get, ``+`` sums counts in int64 and sums in float64."""
+    forecast, obs = ensemble
+    host = jax.device_get(_stats(forecast[:, 0], obs, pools=(1,), fss_scales=(3,)))
+    assert host.contingency.hits.dtype == np.int32
+    big = dataclasses.replace(
+        host,
+        contingency=cm.Contingency(*(np.full_like(x, 2**30 + 7) for x in host.contingency)),
+    )
+    total = big + big + big
+    assert total.contingency.hits.dtype == np.int64
+    np.testing.assert_array_equal(total.contingency.hits, 3 * (2**30 + 7))
+    assert total.crps.total.dtype == np.float64
+    np.testing.assert_allclose(total.crps.total, 3 * host.crps.total.astype(np.float64))
+    np.testing.assert_allclose(cm.nowcast_scores(total)["csi"], 1 / 3, rtol=1e-6)  # not wrapped
+    np.testing.assert_allclose(
+        cm.nowcast_scores(total)["crps_avg"], cm.nowcast_scores(host)["crps_avg"], rtol=1e-6
+    )
