@@ -82,20 +82,20 @@ class SpreadSkill(NamedTuple):
         return ratio(self.spread(), self.skill())
 
 
-def _members_last(forecast: Array, observed: Array, ensemble_axis: int) -> tuple[Array, Array]:
-    """Members moved to the last axis; observed broadcast to the points' shape."""
+def _ensemble(forecast: Array, observed: Array, ensemble_axis: int) -> tuple[Array, Array, int]:
+    """Members and observations broadcast to the points' shape, the member axis left in
+    place (moving it would copy the whole ensemble); returns the axis as a non-negative int."""
     if not -forecast.ndim <= ensemble_axis < forecast.ndim:
         want = f"an axis of forecast (ndim {forecast.ndim})"
         raise DataError(expected("ensemble_axis", want, ensemble_axis))
-    members = jnp.moveaxis(forecast, ensemble_axis, -1)
-    points = check_broadcast(
-        **{"forecast without members": members.shape[:-1], "observed": observed}
-    )
-    if len(points) != members.ndim - 1:
-        want = f"at most {members.ndim - 1} axes (forecast without its member axis)"
+    axis = ensemble_axis % forecast.ndim
+    points = forecast.shape[:axis] + forecast.shape[axis + 1 :]
+    shape = check_broadcast(**{"forecast without members": points, "observed": observed})
+    if len(shape) != len(points):
+        want = f"at most {len(points)} axes (forecast without its member axis)"
         raise DataError(expected("observed.shape", want, observed.shape))
-    members = jnp.broadcast_to(members, (*points, members.shape[-1]))
-    return members, jnp.broadcast_to(observed, points)
+    members = jnp.broadcast_to(forecast, shape[:axis] + (forecast.shape[axis],) + shape[axis:])
+    return members, jnp.broadcast_to(observed, shape), axis
 
 
 def rank_histogram(
@@ -124,24 +124,25 @@ def rank_histogram(
       by default, fractional where ties are shared).
     """
     forecast, observed = as_float(forecast, observed)
-    members, observed = _members_last(forecast, observed, ensemble_axis)
+    members, observed, member_axis = _ensemble(forecast, observed, ensemble_axis)
     check_broadcast(observed=observed, weights=weights)
     dims = static_axis(reduced_dims(axis, observed.ndim))
-    return _rank_histogram(members, observed, weights, dims, min_value)
+    return _rank_histogram(members, observed, weights, member_axis, dims, min_value)
 
 
-@functools.partial(jax.jit, static_argnames=("axis", "min_value"))
-def _rank_histogram(members, observed, weights, axis, min_value) -> RankHistogram:
-    valid = ~jnp.any(jnp.isnan(members), axis=-1) & ~jnp.isnan(observed)
+@functools.partial(jax.jit, static_argnames=("member_axis", "axis", "min_value"))
+def _rank_histogram(members, observed, weights, member_axis, axis, min_value) -> RankHistogram:
+    valid = ~jnp.any(jnp.isnan(members), axis=member_axis) & ~jnp.isnan(observed)
     if min_value is not None:
-        valid = valid & ((observed >= min_value) | jnp.any(members >= min_value, axis=-1))
+        wet = jnp.any(members >= min_value, axis=member_axis)
+        valid = valid & ((observed >= min_value) | wet)
         # Every value below min_value becomes -inf: all "dry" values tie with each other.
         members = jnp.where(members < min_value, -jnp.inf, members)
         observed = jnp.where(observed < min_value, -jnp.inf, observed)
     w = point_weights(valid, weights, members.dtype)
-    y = observed[..., None]
-    below = jnp.sum(members < y, axis=-1)
-    ties = jnp.sum(members == y, axis=-1)
+    y = jnp.expand_dims(observed, member_axis)
+    below = jnp.sum(members < y, axis=member_axis)
+    ties = jnp.sum(members == y, axis=member_axis)
     share = w / (ties + 1).astype(w.dtype)  # spread over ranks below .. below + ties
 
     def count(rank: Array) -> Array:
@@ -150,7 +151,9 @@ def _rank_histogram(members, observed, weights, axis, min_value) -> RankHistogra
         )
         return total
 
-    counts = jax.vmap(count)(jnp.arange(members.shape[-1] + 1))
+    # One rank at a time (lax.map, not vmap): M + 1 passes over the points, but no
+    # (M + 1) x points intermediate.
+    counts = jax.lax.map(count, jnp.arange(members.shape[member_axis] + 1))
     return RankHistogram(jnp.moveaxis(counts, 0, -1))
 
 
@@ -176,23 +179,25 @@ def spread_skill(
       ``SpreadSkill`` shaped like the kept axes; ``.spread()``, ``.skill()``, ``.ratio()``.
     """
     forecast, observed = as_float(forecast, observed)
-    members, observed = _members_last(forecast, observed, ensemble_axis)
-    if members.shape[-1] < 2:
-        raise DataError(expected("forecast members", ">= 2 for a spread", members.shape[-1]))
+    members, observed, member_axis = _ensemble(forecast, observed, ensemble_axis)
+    m = members.shape[member_axis]
+    if m < 2:
+        raise DataError(expected("forecast members", ">= 2 for a spread", m))
     check_broadcast(observed=observed, weights=weights)
     dims = static_axis(reduced_dims(axis, observed.ndim))
-    return _spread_skill(members, observed, weights, dims)
+    return _spread_skill(members, observed, weights, member_axis, dims)
 
 
-@functools.partial(jax.jit, static_argnames=("axis",))
-def _spread_skill(members, observed, weights, axis) -> SpreadSkill:
-    valid = ~jnp.any(jnp.isnan(members), axis=-1) & ~jnp.isnan(observed)
+@functools.partial(jax.jit, static_argnames=("member_axis", "axis"))
+def _spread_skill(members, observed, weights, member_axis, axis) -> SpreadSkill:
+    valid = ~jnp.any(jnp.isnan(members), axis=member_axis) & ~jnp.isnan(observed)
     w = point_weights(valid, weights, members.dtype)
-    m = members.shape[-1]
+    m = members.shape[member_axis]
     # Two passes over the members (mean, then deviations) keep s² accurate for data far from
     # zero (280 K); errors are taken against the observation for the same reason.
-    mean = jnp.mean(members, axis=-1)
-    variance = jnp.sum((members - mean[..., None]) ** 2, axis=-1) / (m - 1)
+    mean = jnp.mean(members, axis=member_axis, keepdims=True)
+    variance = jnp.sum((members - mean) ** 2, axis=member_axis) / (m - 1)
+    mean = jnp.squeeze(mean, member_axis)
     error = zero_where_invalid(mean - observed, valid)
     variance = zero_where_invalid(variance * ((m + 1) / m), valid)
     return SpreadSkill(*sum_together([w, w * variance, w * error**2], axis))

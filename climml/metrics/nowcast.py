@@ -217,36 +217,48 @@ def _checked_settings(thresholds, pools, scales, op, stride, fair, spacing) -> d
 
 
 def _layout(forecast, observed, member_axis, lead_axis, pools) -> tuple[Array, Array, bool]:
-    """``(M, L, N, H, W)`` members and ``(L, N, H, W)`` observations (``L = 1`` without a lead
-    axis), and whether there is a lead axis."""
+    """``(L, M, N, H, W)`` members and ``(L, N, H, W)`` observations (``L = 1`` without a lead
+    axis, ``M = 1`` for a deterministic forecast), each moved with one transpose, and whether
+    there is a lead axis."""
     if observed.ndim < 2 or min(observed.shape[-2:]) < max(2, *pools):
         want = f"(..., H, W) with H, W >= {max(2, *pools)} (the largest pool)"
         raise DataError(expected("observed.shape", want, observed.shape))
-    want_ndim = observed.ndim + (member_axis is not None)
+    ndim = observed.ndim
+    want_ndim = ndim + (member_axis is not None)
     if forecast.ndim != want_ndim:
         what = "plus a member axis" if member_axis is not None else "(member_axis is None)"
         raise DataError(
             expected("forecast.ndim", f"{want_ndim}: observed's axes {what}", forecast.shape)
         )
     if member_axis is None:
-        members = forecast[None]
+        forecast, member = forecast[None], 0
     else:
         _check_axis("member_axis", member_axis, "forecast", forecast.shape)
-        members = jnp.moveaxis(forecast, member_axis, 0)
-        if members.shape[0] < 2:
-            raise DataError(expected("forecast members", ">= 2", members.shape[0]))
-    shape = check_broadcast(**{"forecast without members": members.shape[1:], "observed": observed})
-    members = jnp.broadcast_to(members, (members.shape[0], *shape))
-    observed = jnp.broadcast_to(observed, shape)
+        member = member_axis % forecast.ndim
+        if forecast.shape[member] < 2:
+            raise DataError(expected("forecast members", ">= 2", forecast.shape[member]))
+    point_axes = [a for a in range(forecast.ndim) if a != member]  # observed axis i = point_axes[i]
+    points = tuple(forecast.shape[a] for a in point_axes)
+    shape = check_broadcast(**{"forecast without members": points, "observed": observed})
+    full = list(shape)
+    full.insert(member, forecast.shape[member])
+    forecast, observed = jnp.broadcast_to(forecast, tuple(full)), jnp.broadcast_to(observed, shape)
     if lead_axis is not None:
         _check_axis("lead_axis", lead_axis, "observed", shape)
-        observed = jnp.moveaxis(observed, lead_axis, 0)
-        members = jnp.moveaxis(members, lead_axis % len(shape) + 1, 1)
+        lead = [lead_axis % ndim]
     else:
-        observed, members = observed[None], members[:, None]
+        lead = []
+    rest = [a for a in range(ndim - 2) if a not in lead]
+    order = [*lead, *rest, ndim - 2, ndim - 1]  # observed's axes, lead first
+    observed = jnp.transpose(observed, order)
+    members = jnp.transpose(
+        forecast,
+        [point_axes[a] for a in lead] + [member] + [point_axes[a] for a in order[len(lead) :]],
+    )
     h, w = shape[-2:]
-    observed = observed.reshape(observed.shape[0], -1, h, w)
-    members = members.reshape(*members.shape[:2], -1, h, w)
+    leads = observed.shape[0] if lead else 1
+    observed = observed.reshape(leads, -1, h, w)
+    members = members.reshape(leads, members.shape[len(lead)], -1, h, w)
     return members, observed, lead_axis is not None
 
 
@@ -287,14 +299,16 @@ def _statistics(
     fair: bool,
     spacing: float,
 ) -> NowcastStats:
-    """Statistics of ``(M, L, N, H, W)`` members against ``(L, N, H, W)`` observations, per L.
+    """Statistics of ``(L, M, N, H, W)`` members against ``(L, N, H, W)`` observations, per L.
 
-    Python loops run over the (static) pool sizes and FSS scales only, since window shapes
-    must be static; thresholds are vmapped inside ``contingency`` and ``fss_sums``.
+    The lead axis comes first so that every sum runs over trailing axes (a reshape, no
+    transpose). Python loops run over the (static) pool sizes and FSS scales only, since
+    window shapes must be static; thresholds, ranks and members are looped with ``lax.map``
+    / ``fori_loop`` where a vmap would hold K (or M) copies of the fields at once.
     """
     dtype = observed.dtype
     threshold = jnp.asarray(thresholds, dtype)
-    obs = observed[None]  # a size-1 member axis, broadcast against the members
+    obs = observed[:, None]  # a size-1 member axis, broadcast against the members
 
     def pooled(size: int, kind: str) -> tuple[Array, Array]:
         if size == 1:
@@ -307,7 +321,7 @@ def _statistics(
     @functools.cache  # once per pooled field: avg and max pooling coincide at size 1
     def crps_sums(size: int, kind: str) -> MeanSums:
         f, o = pooled(size, kind)
-        score = crps_ensemble(f, o, ensemble_axis=0, fair=fair)  # (L, N, H', W')
+        score = crps_ensemble(f, o, ensemble_axis=1, fair=fair)  # (L, N, H', W')
         valid = ~jnp.isnan(score)
         return MeanSums(*sum_together([jnp.where(valid, score, 0), valid.astype(dtype)], (1, 2, 3)))
 
@@ -319,12 +333,16 @@ def _statistics(
     tables = []
     for size in pools:
         f, o = pooled(size, "max")
-        tables.append(contingency(f, o[None], threshold=threshold, op=op, axis=(0, 2, 3, 4)))
+        tables.append(contingency(f, o[:, None], threshold=threshold, op=op, axis=(1, 2, 3, 4)))
     table = stacked(tables)  # (L, P, K)
 
-    fss = stacked(
-        [fss_sums(members, obs, threshold=threshold, window=s, op=op, axis=(0, 2)) for s in scales]
-    )  # (L, S, K)
+    def fss_at(window: int) -> FssSums:  # (K, L)
+        return jax.lax.map(
+            lambda t: fss_sums(members, obs, threshold=t, window=window, op=op, axis=(1, 2)),
+            threshold,
+        )
+
+    fss = stacked([fss_at(s) for s in scales])  # (L, S, K)
 
     crps = [
         crps_sums(size, "avg" if size == 1 else kind) for kind in CRPS_POOLINGS for size in pools
@@ -332,24 +350,32 @@ def _statistics(
     crps = jax.tree.map(lambda x: x.reshape(len(CRPS_POOLINGS), len(pools), -1), stacked(crps, 0))
     crps = jax.tree.map(lambda x: jnp.moveaxis(x, -1, 0), crps)  # (L, 2, P)
 
-    def spectra(fields: Array, axis: tuple[int, ...]) -> MeanSums:
+    def spectra(fields: Array) -> MeanSums:
+        """Summed spectra of the complete ``(L, N, H, W)`` fields: total ``(L, R)``, count
+        ``(L, 1)``."""
         _, psd = radial_psd(fields, spacing=spacing)
-        complete = ~jnp.any(jnp.isnan(psd), axis=-1, keepdims=True)
-        total, count = sum_together(
-            [jnp.where(complete, psd, 0), jnp.broadcast_to(complete, psd.shape).astype(dtype)], axis
-        )
+        complete = ~jnp.any(jnp.isnan(psd), axis=-1)  # (L, N)
+        psd = jnp.moveaxis(jnp.where(complete[..., None], psd, 0), -1, 1)  # (L, R, N)
+        count = jnp.broadcast_to(complete[:, None, :], psd.shape).astype(dtype)
+        total, count = sum_together([psd, count], (2,))
         return MeanSums(total, count[..., :1])  # the count is the same for every wavenumber
+
+    def add_member(m: int, sums: MeanSums) -> MeanSums:  # one member's FFT at a time
+        return sums + spectra(jax.lax.dynamic_index_in_dim(members, m, axis=1, keepdims=False))
+
+    psd_forecast = spectra(members[:, 0])
+    psd_forecast = jax.lax.fori_loop(1, members.shape[1], add_member, psd_forecast)
 
     rank = spread = None
     if ensemble:
-        rank = rank_histogram(members, observed, ensemble_axis=0, axis=(1, 2, 3))
-        spread = spread_skill(members, observed, ensemble_axis=0, axis=(1, 2, 3))
+        rank = rank_histogram(members, observed, ensemble_axis=1, axis=(1, 2, 3))
+        spread = spread_skill(members, observed, ensemble_axis=1, axis=(1, 2, 3))
     return NowcastStats(
         contingency=table,
         fss=fss,
         crps=crps,
-        psd_forecast=spectra(members, (0, 2)),
-        psd_observed=spectra(observed, (1,)),
+        psd_forecast=psd_forecast,
+        psd_observed=spectra(observed),
         rank=rank,
         spread=spread,
         thresholds=thresholds,
