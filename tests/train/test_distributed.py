@@ -84,6 +84,59 @@ def test_two_processes_train_like_one_on_the_same_global_batches(tmp_path, tiny_
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
 
 
+# Per-step losses of a small MLP trained on one fixed random batch of 16 samples, with the
+# Trainer the fit loop uses; argv: coordinator ("" for one process), process count, process id.
+_STEPS = """
+import json, sys
+import jax, numpy as np
+from flax import nnx
+from climml.config import DistributedConfig, TrainConfig
+from climml.models import IOSpec, build
+from climml.models.mlp import MLPConfig
+from climml.train import distributed, parallel
+from climml.train.loop import Trainer
+
+coordinator, count, pid = sys.argv[1] or None, int(sys.argv[2]), int(sys.argv[3])
+processes = DistributedConfig(coordinator, count, pid) if coordinator else DistributedConfig()
+cfg = TrainConfig(lr=1e-2, devices=None, distributed=processes)
+distributed.initialize(cfg.distributed)
+model = build(MLPConfig(hidden=(32,)), IOSpec((2, 6, 3), (2,)), nnx.Rngs(0))
+trainer = Trainer(model, cfg, steps_per_epoch=6, batch_size=16)
+rows = slice(pid * 16 // count, (pid + 1) * 16 // count)  # this process's rows
+x = np.random.default_rng(0).normal(size=(16, 2, 6, 3)).astype(np.float32)
+batch = {"x": x, "y": x[:, -1, :2, 0] * 2.0, "y_valid": np.ones((16, 2), np.float32),
+         "weight": np.ones(16, np.float32)}
+state, losses = trainer.initial, []
+for step in range(6):
+    local = {k: v[rows] for k, v in batch.items()}
+    global_batch = parallel.shard_batch(local, trainer.mesh)
+    state, loss = trainer.train_step(state, global_batch, jax.random.key(step))
+    losses.append(float(loss))
+print(json.dumps(losses))
+"""
+
+
+def _steps(*args: str) -> subprocess.Popen:
+    env = {**os.environ, "JAX_PLATFORMS": "cpu",
+           "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}  # fmt: skip
+    cmd = [sys.executable, "-c", _STEPS, *args]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def test_two_processes_take_the_steps_of_one_with_half_the_rows_each():
+    """The fast variant: each process passes only its 8 rows of every 16-sample batch."""
+    coordinator = f"localhost:{_free_port()}"
+    procs = [_steps(coordinator, "2", str(i)) for i in range(2)] + [_steps("", "1", "0")]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (_, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err.decode()[-3000:]
+    # the last line: gloo reports its connections on stdout
+    two_a, two_b, one = (json.loads(out.decode().splitlines()[-1]) for out, _ in outs)
+    assert two_a == two_b  # both processes see the same global loss
+    np.testing.assert_allclose(two_a, one, rtol=1e-6)
+    assert one[-1] < one[0]
+
+
 def test_process_shards_of_a_loader_make_up_its_batches(small_config):
     """Process p of P cuts rows p*B/P .. (p+1)*B/P of each global batch: shuffled order,
     padding and resume position as in the whole loader."""
