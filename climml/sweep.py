@@ -2,12 +2,12 @@
 
 Every combination of the ``--grid`` values is one *setting* (a full config, checked like any
 other). Settings that differ only in values that keep every array shape (``VMAPPED``: the
-learning rate, the weight decay and the seed) train together as the members of one compiled,
-vmapped run (``climml.train.ensemble.fit_members``: the learning rate and weight decay are
-injected into each member's optimizer state, a seed gives a member its own initialization,
-dropout keys and shuffle order). Settings that differ in anything else (layers, filters, batch
-size, epochs, dropout rate: the rate is a constant of the compiled model) run one group after
-another. Each member equals the separate ``climml train`` run of its setting.
+learning rate, the weight decay, the seed and a dropout rate above 0) train together as the
+members of one compiled, vmapped run (``climml.train.ensemble.fit_members``: the learning rate
+and weight decay are injected into each member's optimizer state, a dropout rate becomes model
+state (``RateDropout``), a seed gives a member its own initialization, dropout keys and shuffle
+order). Settings that differ in anything else (layers, filters, batch size, epochs) run one
+group after another. Each member equals the separate ``climml train`` run of its setting.
 
 Written to the sweep directory (default ``<output.workdir>/sweep``):
 
@@ -38,8 +38,9 @@ from climml import config as config_mod
 from climml.config import Config
 from climml.errors import ConfigError, expected
 
-# Grid keys whose values change no array shape: members of one vmapped run.
-VMAPPED = ("train.lr", "train.weight_decay", "seed")
+# Grid keys whose values change no array shape: members of one vmapped run. A dropout rate
+# joins them when it is above 0 (at 0 some models leave their dropout layers out).
+VMAPPED = ("train.lr", "train.weight_decay", "seed", "model.dropout")
 RESULTS, TABLE, PLOT, BEST = "results.json", "results.csv", "validation.png", "best.yaml"
 
 
@@ -123,7 +124,8 @@ def groups(all_settings: Sequence[Setting]) -> list[list[Setting]]:
 
 def _shape_key(cfg: Config) -> str:
     flat = config_mod._flatten(config_mod.to_dict(cfg))
-    kept = {k: v for k, v in flat.items() if k not in VMAPPED and not k.startswith("output.")}
+    vmapped = [k for k in VMAPPED if k != "model.dropout" or flat.get(k)]
+    kept = {k: v for k, v in flat.items() if k not in vmapped and not k.startswith("output.")}
     return json.dumps(kept, sort_keys=True, default=str)
 
 
@@ -193,6 +195,9 @@ def _train_group(exp, group: list[Setting], directory: Path, progress: bool) -> 
         "lr": [s.cfg.train.lr for s in group],
         "weight_decay": [s.cfg.train.weight_decay for s in group],
     }
+    rates = [getattr(s.cfg.model, "dropout", None) for s in group]
+    if len(set(rates)) > 1:  # all above 0 (see _shape_key)
+        hyper["dropout"] = rates
     key = hashlib.sha1(" ".join(sorted(s.id for s in group)).encode()).hexdigest()[:10]
     result = fit_members(
         pipeline.model_builder(exp),

@@ -50,6 +50,10 @@ def test_shape_keeping_settings_share_a_group(tiny_quickstart):
     assert sorted(len(g) for g in found) == [4, 4]  # lr x seed vmapped, hidden looped
     for group in found:
         assert len({s.cfg.model.hidden for s in group}) == 1
+    # dropout rates above 0 share a run; a rate of 0 (some models drop the layer) does not
+    grid = {"model.dropout": [0.0, 0.1, 0.3]}
+    found = sweep.groups(sweep.settings(QUICKSTART, grid, tiny_quickstart))
+    assert sorted(len(g) for g in found) == [1, 2]
 
 
 def _separate_best_val(cfg):
@@ -60,7 +64,10 @@ def _separate_best_val(cfg):
     return [h["val_loss"] for h in result.history]
 
 
-@pytest.mark.parametrize("grid", [{"train.lr": [1e-3, 3e-3, 1e-2]}, {"seed": [0, 5]}])
+@pytest.mark.parametrize(
+    "grid",
+    [{"train.lr": [1e-3, 3e-3, 1e-2]}, {"seed": [0, 5]}, {"model.dropout": [0.05, 0.5]}],
+)
 def test_vmapped_sweep_equals_separate_runs(grid, tiny_quickstart, tmp_path):
     """One vmapped run of the settings; every member's validation losses are those of the
     separate run (a seed also changes the member's shuffle order, as it does alone)."""

@@ -104,6 +104,45 @@ class Resampled:
             yield batch._replace(weight=reweight(batch, self.anchors, self.counts))
 
 
+class DropoutRate(nnx.Variable):
+    """A dropout rate held as state (not a parameter): members of one run may differ in it."""
+
+
+class RateDropout(nnx.Module):
+    """``nnx.Dropout`` whose rate is state (``DropoutRate``) instead of a constant of the
+    compiled model, so members with different rates share one vmapped step. It draws the same
+    masks as the ``nnx.Dropout`` it replaces from the same keys; at rate 0 every unit is kept."""
+
+    def __init__(self, like: nnx.Dropout, rate: float):
+        self.rate = DropoutRate(jnp.asarray(rate, jnp.float32))
+        self.broadcast_dims, self.deterministic = like.broadcast_dims, like.deterministic
+        self.rngs = like.rngs
+
+    def __call__(self, inputs: jax.Array) -> jax.Array:
+        if self.deterministic:
+            return inputs
+        keep = 1.0 - self.rate[...]
+        shape = [1 if d in self.broadcast_dims else n for d, n in enumerate(inputs.shape)]
+        mask = jnp.broadcast_to(jax.random.bernoulli(self.rngs(), keep, shape), inputs.shape)
+        return jax.lax.select(mask, inputs / keep, jnp.zeros_like(inputs))
+
+
+def dropout_as_state(model: nnx.Module, rate: float) -> nnx.Module:
+    """``model`` with every ``nnx.Dropout`` replaced by a ``RateDropout`` of ``rate`` (in
+    place; returned for chaining)."""
+    for path, module in list(nnx.iter_modules(model)):
+        if isinstance(module, nnx.Dropout) and path:
+            parent = model
+            for part in path[:-1]:
+                parent = parent[part] if isinstance(part, int) else getattr(parent, part)
+            replacement = RateDropout(module, rate)
+            if isinstance(path[-1], int):
+                parent[path[-1]] = replacement
+            else:
+                setattr(parent, path[-1], replacement)
+    return model
+
+
 @dataclass
 class MembersProgress:
     """Loop position and per-member early stopping; saved as checkpoint metadata."""
@@ -183,22 +222,28 @@ class MembersTrainer:
         batch_size: int,
     ):
         hyper = dict(hyper or {})
-        bad = sorted(set(hyper) - set(INJECTED))
+        bad = sorted(set(hyper) - {*INJECTED, "dropout"})
         if bad or any(len(v) != len(seeds) for v in hyper.values()):
-            want = f"a value per member ({len(seeds)}) for {list(INJECTED)}"
+            want = f"a value per member ({len(seeds)}) for {[*INJECTED, 'dropout']}"
             raise ConfigError(
                 expected("member hyperparameters", want, {k: len(v) for k, v in hyper.items()})
             )
         if not seeds:
             raise ConfigError(expected("members", "at least one seed", "none"))
         self.cfg, self.members = cfg, len(seeds)
-        self.train_def, self.eval_def = graphdefs(build(member_rngs(int(seeds[0]))))
+        rates = hyper.pop("dropout", None)
+
+        def member_model(m: int) -> nnx.Module:
+            model = build(member_rngs(int(seeds[m])))
+            return model if rates is None else dropout_as_state(model, rates[m])
+
+        self.train_def, self.eval_def = graphdefs(member_model(0))
         loss_fn = make_loss(cfg)
         self.tx = build_optimizer(cfg, steps_per_epoch * cfg.epochs)
         self.mesh = parallel.data_mesh(cfg.devices, batch_size)
 
         def init(m: int) -> TrainState:
-            state = init_state(build(member_rngs(int(seeds[m]))), self.tx)
+            state = init_state(member_model(m), self.tx)
             values = {k: v[m] for k, v in hyper.items()}
             return state._replace(opt_state=set_hyperparams(state.opt_state, **values))
 
@@ -301,6 +346,7 @@ def fit_members(
 
     Member ``i`` equals ``fit(build(member_rngs(seeds[i])), loader_i, val_loader, cfg,
     seed=seeds[i])`` with the optimizer's ``lr`` / ``weight_decay`` set to ``hyper[...][i]``
+    (and ``hyper["dropout"][i]`` as the rate of every ``nnx.Dropout``, see ``RateDropout``)
     and ``loader_i`` the training loader (``train_loader[i]`` when a sequence of per-member
     loaders is given, e.g. shuffled by different seeds), wrapped in ``Resampled(loader,
     bootstrap_counts(seeds[i], n))`` when ``bootstrap``.
