@@ -98,7 +98,7 @@ def _dispatch(args: argparse.Namespace) -> None:
     jobs.use_compilation_cache(cfg.output.compilation_cache)
     if args.command in ONCE:
         if args.force:
-            jobs.start_afresh(workdir)
+            jobs.start_afresh(workdir, cfg)
         elif done := jobs.finished(workdir, args.command, cfg):
             print(jobs.finished_line(workdir, args.command, done))
             return

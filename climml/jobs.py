@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from climml.config import Config, experiment_hash
+from climml.errors import ConfigError
 
 EXIT_OK = 0  # finished, or nothing left to do
 EXIT_ERROR = 2  # bad config, data or checkpoint (a ClimmlError): re-running will not help
@@ -103,10 +104,24 @@ def mark_finished(workdir: str | Path, command: str, cfg: Config) -> None:
     write_json(workdir / DONE_FILE, done)
 
 
-def start_afresh(workdir: str | Path) -> None:
+def start_afresh(workdir: str | Path, cfg: Config) -> None:
     """``--force``: forget the finished record, the checkpoints and the history of ``workdir``,
-    so that training starts from the initial parameters. Other files are overwritten by the run."""
+    so that training starts from the initial parameters. Other files are overwritten by the run.
+
+    A workdir holding another experiment is refused first (``ConfigError``), so a mistyped
+    ``--workdir`` never costs a run its checkpoints.
+    """
+    from climml import config as config_mod
+
     workdir = Path(workdir)
+    saved = workdir / "config.yaml"
+    if saved.is_file():
+        changed = config_mod.differences(config_mod.load(saved), cfg)
+        if changed:
+            raise ConfigError(
+                f"{workdir}: holds a run with a different config (differs at "
+                f"{', '.join(changed)}); --force only restarts the same experiment"
+            )
     for name in (DONE_FILE, "history.json"):
         (workdir / name).unlink(missing_ok=True)
     shutil.rmtree(workdir / "checkpoints", ignore_errors=True)

@@ -170,10 +170,13 @@ def test_finished_rerun_is_a_no_op_and_force_runs_again(tmp_path, overrides, uni
     records = (workdir / "log.jsonl").read_text()[len(log_before) :].splitlines()
     assert json.loads(records[0]) | {"event": "step", "step": 2} == json.loads(records[0])
     _assert_same_run(_saved(full, overrides), _saved(workdir, overrides))
-    # another experiment in the same workdir is refused, not skipped as finished
-    proc = _train(workdir, [*overrides, "train.lr=0.5"], cache)
-    _, err = proc.communicate(timeout=600)
-    assert proc.returncode == jobs.EXIT_ERROR and "differs at train.lr" in err
+    # another experiment in the same workdir is refused, not skipped as finished, and --force
+    # does not delete the run it would refuse
+    for extra in ((), ("--force",)):
+        proc = _train(workdir, [*overrides, "train.lr=0.5"], cache, *extra)
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == jobs.EXIT_ERROR and "differs at train.lr" in err
+    _assert_same_run(_saved(full, overrides), _saved(workdir, overrides))
 
 
 def test_log_jsonl_has_a_record_per_checkpoint_and_per_epoch(uninterrupted):
