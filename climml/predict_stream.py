@@ -119,8 +119,7 @@ class _Stream:
         self.reference = conform(
             load_source(d.source, **dict(d.source_args)), [*self.inputs, d.target]
         )
-        self.source = open_dataset(input, variables=self.inputs, dims=("time",))
-        source = self.source
+        self.source = source = open_dataset(input, variables=self.inputs, dims=("time",))
         self._check_grid(source)
         self.target_template = self.reference[d.target].isel(time=0, drop=True)
         self.time = source.indexes["time"]
@@ -162,6 +161,8 @@ class _Stream:
 
     def template(self, attrs: dict) -> xr.Dataset:
         """The output store without its data (dask zeros): coordinates and attributes."""
+        from climml.pipeline import with_lead_time
+
         d = self.cfg.data
         space = [str(x) for x in self.target_template.dims]
         shape = (len(self.anchors), len(d.leads), *self.target_template.shape)
@@ -170,21 +171,21 @@ class _Stream:
         units = self.reference[d.target].attrs.get("units", "")
         ds = xr.Dataset(
             {"model": (("time", "lead", *space), data, {"units": units})},
-            coords=self._coords(slice(None)),
+            coords=self._coords(),
             attrs={
                 "description": f"forecasts of {d.target}",
                 "target": d.target,
                 **attrs,
             },
         )
-        return _with_lead_time(ds)
+        return with_lead_time(ds)
 
-    def _coords(self, rows: slice) -> dict:
+    def _coords(self) -> dict:
         template = self.target_template
         return {
-            "time": self.time[self.anchors[rows]],
+            "time": self.time[self.anchors],
             "lead": np.asarray(self.cfg.data.leads),
-            "valid_time": (("time", "lead"), self.valid_time[rows]),
+            "valid_time": (("time", "lead"), self.valid_time),
             **{c: template[c].values for c in template.dims if c in template.coords},
         }
 
@@ -289,12 +290,6 @@ def _anchors(time: pd.Index, input_steps: int, leads) -> tuple[np.ndarray, np.nd
         want = f"at least {input_steps + (0 if freq else int(leads.max()))} time steps"
         raise DataError(expected("--input", want, f"{n}"))
     return anchors, np.asarray(extended)[anchors[:, None] + leads[None, :]]
-
-
-def _with_lead_time(ds: xr.Dataset) -> xr.Dataset:
-    from climml.pipeline import with_lead_time
-
-    return with_lead_time(ds)
 
 
 def _resume(output: Path, fingerprint: dict, force: bool) -> set[int] | None:
