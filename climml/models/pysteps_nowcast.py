@@ -128,8 +128,11 @@ class Steps:
             seed = self.seed + self.drawn
             self.drawn += 1
             dbr = _to_dbr(sample[-3:])
-            if not (sample[-1] >= THRESHOLD).any():  # STEPS needs rain to fit its cascade
-                out.append(np.zeros((self.members, len(self.leads), *sample.shape[1:])))
+            last = sample[-1]
+            if not (last >= THRESHOLD).any() or last.min() == last.max():
+                # STEPS needs rain and texture to fit its cascade and noise; a dry (or
+                # uniform) frame stays as it is, which is also what STEPS would forecast.
+                out.append(np.broadcast_to(last, (self.members, len(self.leads), *last.shape)))
                 continue
             with contextlib.redirect_stdout(io.StringIO()):  # pysteps prints a long report
                 ensemble = steps(

@@ -170,9 +170,11 @@ class _Run:
 
 def predictors(
     exp: Experiment, model: Predictor | None = None, *, with_baselines: bool = True
-) -> dict[str, tuple[int | None, Callable[[Batch], np.ndarray]]]:
-    """``{name: (members, batch -> forecast in physical units)}`` of ``model`` (if given) and
-    the configured baselines, as ``run_predictors`` takes them."""
+) -> dict[str, tuple[int | None, Callable[[Batch, np.ndarray], np.ndarray]]]:
+    """``{name: (members, (batch, rows) -> forecast in physical units)}`` of ``model`` (if
+    given) and the configured baselines, as ``run_predictors`` takes them. ``rows`` (bool,
+    ``(B,)``) selects the real samples: the model runs on the whole fixed-shape batch, the
+    baselines only on those rows (padding rows are constant fields, which STEPS cannot fit)."""
     target = exp.cfg.data.target
 
     def physical(values) -> np.ndarray:
@@ -181,19 +183,21 @@ def predictors(
     out = {}
     if model is not None:
         members = getattr(model, "members", None)
-        out[model.name] = (members, lambda batch: physical(model.predict(batch)))
+        out[model.name] = (members, lambda batch, rows: physical(model.predict(batch))[rows])
     if with_baselines:
         for baseline in baselines(exp):
             out[baseline.name] = (
                 baseline.members,
-                lambda batch, b=baseline: b.forecast(physical(batch.target_history)),
+                lambda batch, rows, b=baseline: b.forecast(
+                    physical(np.asarray(batch.target_history)[rows])
+                ),
             )
     return out
 
 
 def run_predictors(
     exp: Experiment,
-    predictors: dict[str, tuple[int | None, Callable[[Batch], np.ndarray]]],
+    predictors: dict[str, tuple[int | None, Callable[[Batch, np.ndarray], np.ndarray]]],
     *,
     keep: bool,
     split: str | None = None,
@@ -223,7 +227,7 @@ def run_predictors(
             run.example_rain = rain[rainiest]
             run.example = {"observed": observed[rainiest]}
         for name, (members, forecast_fn) in predictors.items():
-            forecast = np.asarray(forecast_fn(batch), np.float32)[keep_rows]
+            forecast = np.asarray(forecast_fn(batch, keep_rows), np.float32)
             _check_shape(name, members, forecast, observed)
             if score:
                 stats = cm_metrics.nowcast_statistics(

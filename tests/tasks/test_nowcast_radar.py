@@ -42,7 +42,7 @@ def test_optical_flow_beats_persistence_in_csi_at_1_mm_per_hour_for_30_minutes()
     csi = {name: float(metrics.nowcast_table(s)["csi@1"][-1]) for name, s in run.stats.items()}
     assert exp.cfg.data.leads[-1] * nowcast.step_minutes(exp) == 30
     for flow in baselines[1:]:
-        # measured: persistence 0.32, advection 0.45, pysteps_flow 0.42 (clearly apart)
+        # measured: persistence 0.25, advection 0.39, pysteps_flow 0.38 (clearly apart)
         assert csi[flow] > csi["persistence"] + 0.05, csi
 
 
