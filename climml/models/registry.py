@@ -38,6 +38,7 @@ FAMILIES: dict[str, str] = {
     "gru": "climml.models.rnn",
     "lstm": "climml.models.rnn",
     "mlp": "climml.models.mlp",
+    "nowcast_gan": "climml.models.nowcast_gan",
     "rnn": "climml.models.rnn",
     "temporal_cnn": "climml.models.temporal_cnn",
     "unet": "climml.models.unet",
