@@ -293,6 +293,19 @@ RANGES: dict[str, Range] = {
     "model.depth": Range(1),
     "model.base_filters": Range(1),
     "model.unroll": Range(1),
+    "model.base_channels": Range(1),  # nowcast_gan
+    "model.latent_channels": Range(1),
+    "model.disc_channels": Range(1),
+    "model.disc_frames": Range(1),
+    "model.disc_crop": Range(16),
+    "model.lr_generator": _POSITIVE,
+    "model.lr_discriminator": _POSITIVE,
+    "model.beta1": Range(0, 1, high_open=True),
+    "model.beta2": Range(0, 1, high_open=True),
+    "model.disc_steps": Range(1),
+    "model.reg_weight": Range(0),
+    "model.reg_samples": Range(1),
+    "model.max_weight": Range(1),
 }
 NON_EMPTY = ("data.inputs", "data.leads")  # lists a run cannot do without
 _ABSENT = object()
