@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from climml.config import Config, experiment_hash
+from climml.config import Config, differences, experiment_hash, load
 from climml.errors import ConfigError
 
 EXIT_OK = 0  # finished, or nothing left to do
@@ -111,12 +111,10 @@ def start_afresh(workdir: str | Path, cfg: Config) -> None:
     A workdir holding another experiment is refused first (``ConfigError``), so a mistyped
     ``--workdir`` never costs a run its checkpoints.
     """
-    from climml import config as config_mod
-
     workdir = Path(workdir)
     saved = workdir / "config.yaml"
     if saved.is_file():
-        changed = config_mod.differences(config_mod.load(saved), cfg)
+        changed = differences(load(saved), cfg)
         if changed:
             raise ConfigError(
                 f"{workdir}: holds a run with a different config (differs at "
