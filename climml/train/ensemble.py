@@ -7,7 +7,8 @@ resample of the training set, or its own shuffle order. ``fit_members`` stacks t
 ``TrainState`` pytrees along a leading member axis and vmaps the
 single-model train step (``climml.train.steps.make_train_step``) over that axis, so N members
 compile once and run as one program: the members' small matrix products become one larger
-batched product, which is where the speed-up over N sequential runs comes from.
+batched product, which is where the speed-up over N sequential runs comes from (on CPU the
+members are unrolled in that program instead, see ``over_members``).
 
 Each member keeps its own best parameters and early-stopping count; a member whose patience is
 exhausted is frozen (its state no longer changes) while the others continue, so every member
@@ -196,6 +197,38 @@ class MembersResult:
         return jax.tree.map(lambda a: a[i], (self.params, self.rest))
 
 
+def _vectorize() -> bool:
+    """Whether members are vmapped (accelerators) or unrolled (CPU), see ``over_members``."""
+    return jax.default_backend() != "cpu"
+
+
+def over_members(fn: Callable, in_axes: tuple, members: int, *, out_axis: int = 0) -> Callable:
+    """``fn`` mapped over the leading member axis of the arguments whose ``in_axes`` entry is 0
+    (``None``: shared; a dict: per batch field), outputs stacked on ``out_axis``.
+
+    ``jax.vmap`` on accelerators, where the members' batched products fill the device. On CPU
+    the members are unrolled into the one compiled program instead: XLA:CPU runs convolutions
+    with a batch of kernels (vmapped conv weights) on a slow generic path, 10x slower per step
+    than the same convolutions one member at a time (``benchmarks/RESULTS.md``, issue 14).
+    """
+    if _vectorize():
+        return jax.vmap(fn, in_axes=in_axes, out_axes=out_axis)
+
+    def take(arg, axis, m):
+        if isinstance(axis, dict):
+            return {k: take(arg[k], axis[k], m) for k in arg}
+        return arg if axis is None else jax.tree.map(lambda x: x[m], arg)
+
+    def unrolled(*args):
+        outs = [
+            fn(*(take(a, ax, m) for a, ax in zip(args, in_axes, strict=True)))
+            for m in range(members)
+        ]
+        return jax.tree.map(lambda *xs: jnp.stack(xs, axis=out_axis), *outs)
+
+    return unrolled
+
+
 def _select(mask: jax.Array, new: Any, old: Any) -> Any:
     """Per member (leading axis): ``new`` where ``mask`` else ``old``; PRNG keys included."""
 
@@ -263,7 +296,7 @@ class MembersTrainer:
             return _select(active, new, state), loss
 
         self._train = {}  # compiled per batch layout (which fields are per member)
-        self._eval = jax.jit(jax.vmap(single_eval, in_axes=(0, 0, None)))
+        self._eval = jax.jit(over_members(single_eval, (0, 0, None), self.members))
         self._member_step = member_step
 
     def train_step(self, state, batch, step: int, active: jax.Array, per_member: frozenset):
@@ -271,7 +304,8 @@ class MembersTrainer:
         that carry a leading member axis (the rest are shared)."""
         if per_member not in self._train:
             axes = {name: 0 if name in per_member else None for name in STEP_FIELDS}
-            self._train[per_member] = jax.jit(jax.vmap(self._member_step, in_axes=(0, axes, 0, 0)))
+            step_fn = over_members(self._member_step, (0, axes, 0, 0), self.members)
+            self._train[per_member] = jax.jit(step_fn)
         keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(self.base_keys, step)
         return self._train[per_member](state, batch, keys, active)
 
@@ -529,7 +563,7 @@ class EnsembleModel:
         self.members = result.members
         self.eval_def = graphdefs(model)[1]
         single = make_predict(self.eval_def)
-        self._members = jax.jit(jax.vmap(single, in_axes=(0, 0, None), out_axes=1))
+        self._members = jax.jit(over_members(single, (0, 0, None), self.members, out_axis=1))
 
     def predict_members(self, batch: Batch) -> np.ndarray:
         return np.asarray(self._members(self.params, self.rest, batch.x))
