@@ -82,7 +82,7 @@ print("some scores:", sorted(metrics["model"])[:8], "...")
 # - **CRPS** per pixel in mm/h (for a deterministic forecast, its mean absolute error).
 
 # %%
-nowcast_plots.plot_skill_by_lead(metrics, cfg.eval.nowcast)
+nowcast_plots.plot_skill_by_lead(metrics)
 
 # %% [markdown]
 # How to read the panels. Eulerian persistence loses skill as the rain moves and evolves;
