@@ -104,8 +104,7 @@ def _dispatch(args: argparse.Namespace) -> None:
             return
     if args.command == "run":
         result = pipeline.run(cfg, workdir)
-        print(json.dumps(result.metrics, indent=2))
-        print(*baseline_summary(result.metrics.get("model_beats", {})), sep="\n")
+        print(*report(result.metrics), sep="\n")
         print(f"run written to {result.workdir}")
     elif args.command == "train":
         result = pipeline.train(cfg, workdir)
@@ -119,8 +118,7 @@ def _dispatch(args: argparse.Namespace) -> None:
             )
     elif args.command == "evaluate":
         metrics = pipeline.evaluate(cfg, workdir)
-        print(json.dumps(metrics, indent=2))
-        print(*baseline_summary(metrics.get("model_beats", {})), sep="\n")
+        print(*report(metrics), sep="\n")
     elif args.command == "predict" and args.input:
         print(_stream(cfg, workdir, args))
     elif args.command == "predict":
@@ -150,9 +148,17 @@ def _stream(cfg, workdir: str, args: argparse.Namespace) -> str:
     return f"{done.path}: {done.computed} of {done.chunks} chunks written"
 
 
-def baseline_summary(beats: dict[str, dict[str, dict[str, bool]]]) -> list[str]:
-    """One line per baseline: beaten on every compared score, or where it is not (metrics.json's
-    ``model_beats``, ``{baseline: {metric: {lead or class: bool}}}``)."""
+def report(metrics: dict) -> list[str]:
+    """The scores as JSON, then one summary line per baseline instead of the (long, for
+    nowcasts: every score at every lead) ``model_beats`` table, which metrics.json keeps."""
+    scores = {name: value for name, value in metrics.items() if name != "model_beats"}
+    return [json.dumps(scores, indent=2), *baseline_summary(metrics.get("model_beats", {}))]
+
+
+def baseline_summary(beats: dict[str, dict[str, dict[str, bool]]], most: int = 3) -> list[str]:
+    """One line per baseline: beaten on every compared score, or how often and where it is not,
+    naming at most ``most`` metrics (metrics.json's ``model_beats``, ``{baseline: {metric: {lead
+    or class: bool}}}``)."""
     lines = []
     for baseline, by_metric in beats.items():
         lost = {m: [k for k, won in keys.items() if not won] for m, keys in by_metric.items()}
@@ -160,8 +166,11 @@ def baseline_summary(beats: dict[str, dict[str, dict[str, bool]]]) -> list[str]:
         if not lost:
             lines.append(f"model beats {baseline} on every score")
             continue
-        where = "; ".join(f"{m} at {_keys(keys)}" for m, keys in lost.items())
-        lines.append(f"model does NOT beat {baseline}: {where}")
+        total = sum(len(keys) for keys in by_metric.values())
+        won = total - sum(len(keys) for keys in lost.values())
+        where = "; ".join(f"{m} at {_keys(keys)}" for m, keys in list(lost.items())[:most])
+        more = f"; and {len(lost) - most} more metrics" if len(lost) > most else ""
+        lines.append(f"model does NOT beat {baseline}: won {won}/{total}; lost {where}{more}")
     return lines
 
 

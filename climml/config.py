@@ -154,11 +154,9 @@ class ExplainConfig:
 
 @dataclass(frozen=True)
 class NowcastConfig:
-    """Verification settings of task ``nowcast`` (``climml.metrics.nowcast_statistics``)."""
+    """Predictor settings of task ``nowcast``; its scores, thresholds, pooling windows and FSS
+    scales are ``eval.metrics`` entries (``climml.tasks.nowcast``)."""
 
-    thresholds: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0)  # rain events x >= t (target units)
-    pools: tuple[int, ...] = (1, 4, 16)  # max-pooled CSI, avg/max-pooled CRPS (cells)
-    fss_scales: tuple[int, ...] = (1, 4, 16)  # FSS neighbourhoods (cells)
     members: int = 8  # members of ensemble baselines (steps)
     motion_frames: int = 3  # last input frames the optical-flow baselines fit motion to
 
@@ -277,9 +275,6 @@ RANGES: dict[str, Range] = {
     "eval.explain.max_passes": Range(1),
     "eval.explain.max_samples": Range(2),
     "eval.explain.n_bootstrap": Range(0),
-    "eval.nowcast.thresholds": Range(0),
-    "eval.nowcast.pools": Range(1),
-    "eval.nowcast.fss_scales": Range(1),
     "eval.nowcast.members": Range(2),
     "eval.nowcast.motion_frames": Range(2),
     "model.filters": Range(1),
@@ -498,6 +493,16 @@ def _convert_scalar(value: Any, hint: type, path: str) -> Any:
     raise ConfigError(expected(path, _type_name(hint), repr(value)))
 
 
+# Keys that moved elsewhere: where each went, for the error an old config gets.
+MOVED = {
+    "eval.nowcast.thresholds": "eval.metrics, e.g. {csi: {thresholds: [1, 2, 4, 8]}} and"
+    " {fss: {thresholds: [1, 2, 4, 8], scales: [1, 4, 16]}}",
+    "eval.nowcast.pools": "eval.metrics, e.g. {csi: {thresholds: [1], pool: [1, 4, 16]}} and"
+    " {crps: {pool: [1, 4, 16], pooling: [avg, max]}}",
+    "eval.nowcast.fss_scales": "eval.metrics, e.g. {fss: {thresholds: [1], scales: [1, 4, 16]}}",
+}
+
+
 def _convert_dataclass(value: Any, cls: type, path: str) -> Any:
     if not isinstance(value, Mapping):
         raise ConfigError(expected(path or "config", "a mapping", repr(value)))
@@ -506,6 +511,8 @@ def _convert_dataclass(value: Any, cls: type, path: str) -> Any:
     kwargs = {}
     for key, item in value.items():
         where = f"{path}.{key}" if path else str(key)
+        if where in MOVED:
+            raise ConfigError(f"{where}: no longer a setting here; moved to {MOVED[where]}")
         if key not in valid:
             near = difflib.get_close_matches(str(key), valid, n=1)
             hint = f" (did you mean '{near[0]}'?)" if near else f" (valid keys: {', '.join(valid)})"

@@ -24,6 +24,15 @@ def test_unknown_key_names_path_and_nearest_valid_key():
         config.from_dict({**BASE, "trian": {}})
 
 
+@pytest.mark.parametrize("key", ["thresholds", "pools", "fss_scales"])
+def test_moved_nowcast_keys_say_where_they_went(key):
+    """The nowcast scores' settings are eval.metrics parameters now; an old config is told so."""
+    old = {**BASE, "eval": {"task": "nowcast", "nowcast": {key: [1], "members": 4}}}
+    with pytest.raises(ConfigError, match=rf"^eval\.nowcast\.{key}: .*moved to eval\.metrics"):
+        config.from_dict(old)
+    assert config.from_dict({**BASE, "eval": {"nowcast": {"members": 4}}}).eval.nowcast.members == 4
+
+
 @pytest.mark.parametrize(
     ("section", "value", "message"),
     [

@@ -4,11 +4,15 @@ Every predictor forecasts the rain of each evaluation window at each lead; the s
 radar nowcasting papers report (``climml.metrics.nowcast``), accumulated batch by batch as
 sufficient statistics and formed once at the end:
 
-* ``metrics.json``: ``{predictor: {metric: {lead_minutes: value}}}`` with CSI/POD/FAR at every
-  ``eval.nowcast.thresholds`` (``csi@1``; after max pooling ``csi@1/max4``), FSS
-  (``fss@1/16``), CRPS per pixel and pooled (``crps``, ``crps/avg4``, ``crps/max16``; a
-  deterministic forecast's CRPS is its MAE) and, for ensembles, ``spread``, ``skill`` and
-  ``spread_skill``. Leads are keyed in minutes (``"30"``), from the data's time step.
+* ``metrics.json``: ``{predictor: {metric: {lead_minutes: value}}}`` with the scores that
+  ``eval.metrics`` asks for (``climml.tasks.metric_specs``): CSI/POD/FAR at each threshold
+  (``csi@1``; after max pooling ``csi@1/max4``), FSS (``fss@1/16``), CRPS per pixel and pooled
+  (``crps``, ``crps/avg4``, ``crps/max16``; a deterministic forecast's CRPS is its MAE) and,
+  for ensembles, ``spread``, ``skill`` and ``spread_skill``. Leads are keyed in minutes
+  (``"30"``), from the data's time step. A bare name takes the defaults of radar nowcasting
+  (``DEFAULTS``: thresholds 1, 2, 4, 8 mm/h, pools and FSS scales 1, 4, 16 cells); an entry
+  with parameters is scored exactly as written: ``{csi: {thresholds: [2], pool: [1, 4]}}``
+  gives ``csi@2`` and ``csi@2/max4``.
 * ``spectra.nc``: radially averaged power spectra per predictor and lead, and observed.
 * ``predictions.zarr`` (``output.save_predictions``): every forecast in mm/h, dims ``time``
   (initialization), ``lead`` (steps), the grid, and ``member`` for ensembles.
@@ -26,6 +30,7 @@ members, rank histograms and spread/skill, deterministic ones are scored as one 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -38,11 +43,28 @@ from climml import metrics as cm_metrics
 from climml.config import Config
 from climml.errors import ConfigError, DataError, expected
 from climml.experiment import Experiment, Predictor
+from climml.tasks import metric_specs
+from climml.tasks.metric_specs import MetricSpec
 from climml.types import Batch
 
 BASELINES = ("persistence", "advection", "pysteps_flow", "steps")
-METRICS = ("csi", "pod", "far", "fss", "crps", "spread_skill")
-"""``eval.metrics`` names the nowcast task writes (families of ``nowcast_table`` keys)."""
+CATEGORICAL = ("csi", "pod", "far")
+_PER_SAMPLE = "the nowcast scores are accumulated statistics, not per-sample values"
+SUPPORTED: dict[str, str | None] = {
+    **dict.fromkeys((*CATEGORICAL, "fss", "crps", "spread_skill"), None),
+    "psd": None,  # the spectra (spectra.nc, spectra.png), written for every run
+    **dict.fromkeys(("rmse", "mae"), "CRPS of a deterministic forecast is its MAE: use crps"),
+    "rank_histogram": "not written by task 'nowcast'; spread_skill reports ensemble dispersion",
+    "bootstrap": _PER_SAMPLE,
+}
+_THRESHOLDS = (1.0, 2.0, 4.0, 8.0)  # mm/h
+_SCALES = (1, 4, 16)  # cells
+DEFAULTS = {
+    **dict.fromkeys(CATEGORICAL, {"thresholds": _THRESHOLDS, "pool": _SCALES}),
+    "fss": {"thresholds": _THRESHOLDS, "scales": _SCALES},
+    "crps": {"pool": _SCALES, "pooling": ("avg", "max")},
+}
+"""Parameters of an ``eval.metrics`` entry given as a bare name (DGMR's scores)."""
 
 
 class Nowcaster(Protocol):
@@ -62,10 +84,7 @@ def check(cfg: Config) -> None:
         raise ConfigError(expected("data.num_classes", "null for task 'nowcast'", d.num_classes))
     if min(d.leads) < 1:
         raise ConfigError(expected("data.leads", "lead steps >= 1 for task 'nowcast'", d.leads))
-    for i, entry in enumerate(e.metrics):
-        if not isinstance(entry, str) or entry not in METRICS:
-            want = f"names from {list(METRICS)} (settings in eval.nowcast)"
-            raise ConfigError(expected(f"eval.metrics[{i}]", want, repr(entry)))
+    specs(cfg)
     frames = e.nowcast.motion_frames
     for name in e.baselines:
         if name not in BASELINES:
@@ -84,11 +103,29 @@ def check_data(cfg: Config, raw: xr.Dataset) -> None:
     """The target must be a 2-D field large enough for the largest pooling window."""
     target = raw[cfg.data.target]
     space = [d for d in target.dims if d != "time"]
-    smallest = max(2, *cfg.eval.nowcast.pools)
+    smallest = max(2, *settings(specs(cfg))["pools"])
     if len(space) != 2 or min(target.sizes[d] for d in space) < smallest:
         shape = {d: target.sizes[d] for d in space}
-        want = f"a (time, y, x) field with y, x >= {smallest} (eval.nowcast.pools)"
+        want = f"a (time, y, x) field with y, x >= {smallest} (eval.metrics pool)"
         raise ConfigError(expected(f"data.target {cfg.data.target!r}", want, shape))
+
+
+def specs(cfg: Config) -> tuple[MetricSpec, ...]:
+    """The checked ``eval.metrics`` specs, bare names given the ``DEFAULTS`` parameters."""
+    entries = [
+        {entry: DEFAULTS[entry]} if isinstance(entry, str) and entry in DEFAULTS else entry
+        for entry in cfg.eval.metrics
+    ]
+    cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, metrics=tuple(entries)))
+    return metric_specs.check(cfg, SUPPORTED, thresholds=CATEGORICAL, pooled=(*CATEGORICAL, "crps"))
+
+
+def settings(specs: Sequence[MetricSpec]) -> dict[str, Any]:
+    """``nowcast_statistics`` settings that score every spec (the statistics always need
+    thresholds and an unpooled field: the spectra and the example need no more)."""
+    return metric_specs.nowcast_settings(
+        specs, thresholds=_THRESHOLDS[:1], pools=(1,), fss_scales=(1,)
+    )
 
 
 def baselines(exp: Experiment) -> list[Nowcaster]:
@@ -127,9 +164,7 @@ def evaluate(exp: Experiment, model: Predictor, workdir: Path) -> dict:
     cfg = exp.cfg
     result = run_predictors(exp, predictors(exp, model), keep=cfg.output.save_predictions)
     minutes = [f"{lead * step_minutes(exp):g}" for lead in cfg.data.leads]
-    metrics = {
-        name: _table(stats, minutes, cfg.eval.metrics) for name, stats in result.stats.items()
-    }
+    metrics = {name: _table(stats, minutes, specs(cfg)) for name, stats in result.stats.items()}
     spectra = spectra_dataset(result.stats, cfg.data.leads, minutes, length_units(exp))
     spectra.to_netcdf(workdir / "spectra.nc")
     if cfg.output.save_predictions:
@@ -140,7 +175,7 @@ def evaluate(exp: Experiment, model: Predictor, workdir: Path) -> dict:
         from climml.viz import nowcast as viz
 
         units = exp.raw[cfg.data.target].attrs.get("units", "")
-        viz.plot_skill_by_lead(metrics, cfg.eval.nowcast, path=workdir / "skill_by_lead.png")
+        viz.plot_skill_by_lead(metrics, path=workdir / "skill_by_lead.png")
         viz.plot_spectra(spectra, path=workdir / "spectra.png")
         viz.plot_example(result.example, minutes, units=units, path=workdir / "example.png")
     return metrics
@@ -206,13 +241,7 @@ def run_predictors(
     """Forecast every window of ``split`` (default ``eval.split``) with every predictor and
     accumulate their ``nowcast_statistics`` (missing observations are NaN, so masked)."""
     cfg = exp.cfg
-    now = cfg.eval.nowcast
-    settings = dict(
-        thresholds=now.thresholds,
-        pools=now.pools,
-        fss_scales=now.fss_scales,
-        spacing=grid_spacing(exp),
-    )
+    scoring = settings(specs(cfg)) | {"spacing": grid_spacing(exp)}
     invert = exp.normalizer.invert
     run = _Run()
     for batch in exp.loader(split or cfg.eval.split).epoch(0):
@@ -235,7 +264,7 @@ def run_predictors(
                     observed,
                     member_axis=None if members is None else 1,
                     lead_axis=1,
-                    **settings,
+                    **scoring,
                 )
                 stats = jax.device_get(stats)
                 run.stats[name] = stats if name not in run.stats else run.stats[name] + stats
@@ -259,16 +288,13 @@ def _check_shape(name: str, members: int | None, forecast: np.ndarray, observed)
 # --------------------------------------------------------------------------- outputs
 
 
-def _table(stats, minutes: Sequence[str], families: Sequence[str]) -> dict:
-    """``{metric key: {lead_minutes: value}}`` of the ``families`` (``eval.metrics``)."""
+def _table(stats, minutes: Sequence[str], specs: Sequence[MetricSpec]) -> dict:
+    """``{metric key: {lead_minutes: value}}`` of the scores ``specs`` ask for."""
     table = cm_metrics.nowcast_table(stats)
     out = {}
-    for key, values in table.items():
-        family = key.split("@")[0].split("/")[0]
-        family = "spread_skill" if family in ("spread", "skill") else family
-        if family in families:
-            values = np.asarray(values, np.float64)
-            out[key] = {m: float(v) for m, v in zip(minutes, values, strict=True)}
+    for key in metric_specs.nowcast_keys(specs, list(table)):
+        values = np.asarray(table[key], np.float64)
+        out[key] = {m: float(v) for m, v in zip(minutes, values, strict=True)}
     return out
 
 

@@ -31,16 +31,22 @@ RAIN_COLORS = (
 
 def plot_skill_by_lead(
     metrics: Mapping[str, Mapping[str, Mapping[str, float]]],
-    settings,
     *,
     path: str | Path | None = None,
 ) -> Figure:
-    """Three panels, one line per predictor against lead (minutes): CSI and FSS at the first
-    threshold of ``settings`` (``eval.nowcast``; FSS at its largest scale) and the pixel CRPS
-    (mm/h). ``metrics``: ``{predictor: {metric: {lead_minutes: value}}}``."""
-    t = f"{settings.thresholds[0]:g}"
-    panels = [f"csi@{t}", f"fss@{t}/{max(settings.fss_scales)}", "crps"]
-    panels = [p for p in panels if any(p in m for m in metrics.values())]
+    """Up to three panels, one line per predictor against lead (minutes), of the scores that
+    ``metrics`` hold: unpooled CSI at its lowest threshold, FSS at its lowest threshold and
+    largest scale, and the pixel CRPS (mm/h). ``metrics``: ``{predictor: {metric:
+    {lead_minutes: value}}}``."""
+    keys = {key for scores in metrics.values() for key in scores}
+    csi = [k for k in keys if k.startswith("csi@") and "/" not in k]
+    fss = [k.removeprefix("fss@").split("/") for k in keys if k.startswith("fss@")]
+    panels = [min(csi, key=lambda k: float(k[4:]))] if csi else []
+    if fss:
+        t = min(float(t) for t, _ in fss)
+        scale = max(int(s) for u, s in fss if float(u) == t)
+        panels.append(f"fss@{t:g}/{scale}")
+    panels += ["crps"] if "crps" in keys else []
     if not metrics or not panels:
         raise DataError(expected("metrics", "csi, fss or crps scores by lead", list(metrics)))
     fig = style.new_figure((4.0 * len(panels), 3.5))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from climml.cli import main
+from climml.cli import baseline_summary, main
 from climml.data import Normalizer
 
 
@@ -69,7 +69,10 @@ def test_run_writes_the_whole_report(tmp_path, capsys, shrink):
         == 0
     )
     printed = capsys.readouterr().out.split("run written to")[-1].split("\n", 1)[1]
-    assert json.JSONDecoder().raw_decode(printed)[0] == metrics
+    # the scores as JSON; model_beats (in metrics.json) as one summary line per baseline
+    scores = {name: value for name, value in metrics.items() if name != "model_beats"}
+    assert json.JSONDecoder().raw_decode(printed)[0] == scores
+    assert len([x for x in printed.splitlines() if x.startswith("model ")]) == 2
     out = tmp_path / "val.zarr"
     assert (
         main(
@@ -137,3 +140,22 @@ def test_workdir_of_another_experiment_is_refused(tmp_path, capsys, shrink):
     assert main([*args, *shrink, "train.epochs=1"]) == 0
     assert main([*args, *shrink, "train.epochs=1", "train.lr=0.5"]) == 2
     assert "differs at train.lr" in capsys.readouterr().err
+
+
+def test_baseline_summary_counts_wins_and_names_a_few_lost_metrics():
+    leads = ["5", "10", "15"]
+    beats = {
+        "persistence": {f"csi@{t}": {k: t != 8 for k in leads} for t in (1, 2, 4, 8)},
+        "advection": {
+            f"{m}@1": {k: k == "5" for k in leads} for m in ("csi", "pod", "far", "fss", "crps")
+        },
+    }
+    persistence, advection = baseline_summary(beats, most=3)
+    assert persistence == "model does NOT beat persistence: won 9/12; lost csi@8 at lead 5, 10, 15"
+    assert advection == (
+        "model does NOT beat advection: won 5/15; lost csi@1 at lead 10, 15;"
+        " pod@1 at lead 10, 15; far@1 at lead 10, 15; and 2 more metrics"
+    )
+    assert baseline_summary({"steps": {"crps": {"5": True}}}) == [
+        "model beats steps on every score"
+    ]

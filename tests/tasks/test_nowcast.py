@@ -23,8 +23,9 @@ TINY = [
     "model.depth=1",
     "model.base_filters=8",
     "train.epochs=3",
-    "eval.nowcast.pools=[1, 4]",
-    "eval.nowcast.fss_scales=[1, 8]",
+    "eval.metrics=[{csi: {thresholds: [1, 2, 4, 8], pool: [1, 4]}}, {pod: {thresholds: [2]}},"
+    " {far: {thresholds: [4]}}, {fss: {thresholds: [1], scales: [1, 8]}},"
+    " {crps: {pool: [1, 4], pooling: [avg, max]}}]",
     "output.progress=false",
 ]
 MINUTES = ["5", "15", "30"]
@@ -54,9 +55,12 @@ def tiny_run(tmp_path_factory):
 
 def test_run_writes_every_predictors_scores_by_lead_in_minutes(tiny_run):
     metrics = json.loads((tiny_run / "metrics.json").read_text())
+    csi = [f"csi@{t}{pool}" for pool in ("", "/max4") for t in (1, 2, 4, 8)]
+    asked = [*csi, "pod@2", "far@4", "fss@1/1", "fss@1/8", "crps", "crps/avg4", "crps/max4"]
     for predictor in ("model", "persistence", "advection"):
         scores = metrics[predictor]
-        for key in ("csi@1", "csi@8/max4", "pod@2", "far@4", "fss@1/8", "crps", "crps/max4"):
+        assert sorted(scores) == sorted(asked), predictor  # only what eval.metrics asks for
+        for key in asked:
             assert sorted(scores[key], key=float) == MINUTES, (predictor, key)
         assert 0 <= scores["csi@1"]["5"] <= 1
         assert scores["crps"]["5"] > 0
@@ -159,7 +163,11 @@ def test_ensemble_baseline_scores_with_a_member_axis(tmp_path):
         ("eval.metrics=[rmse]", r"eval.metrics\[0\]"),
         ("data.input_steps=1", "data.input_steps"),
         ("data.leads=[0, 1]", "data.leads"),
-        ("eval.nowcast.pools=[1, 64]", "eval.nowcast.pools"),  # larger than the grid
+        ("eval.metrics=[{crps: {pool: [1, 64]}}]", "eval.metrics pool"),  # larger than the grid
+        ("eval.metrics=[{csi: {pool: [1, 4]}}]", r"eval.metrics\[0\].csi.thresholds"),
+        ("eval.metrics=[bootstrap]", "accumulated statistics"),
+        ("eval.nowcast.thresholds=[1.0]", r"eval.nowcast.thresholds.*moved to eval.metrics"),
+        ("eval.nowcast.pools=[1, 4]", r"eval.nowcast.pools.*moved to eval.metrics"),
         ("eval.nowcast.members=1", "eval.nowcast.members"),
     ],
 )
@@ -186,3 +194,43 @@ def test_example_figure_tiles_observed_and_every_predictor(tiny_run):
     fig = plot_example(example, MINUTES, members=2)
     # rows: observed, model, persistence and 2 members; a column per lead; plus the colorbar
     assert len(fig.axes) == 5 * len(MINUTES) + 1
+
+
+def _table(metrics: str):
+    """The nowcast task's table for ``eval.metrics=<metrics>`` of a small random deterministic
+    nowcast (2 events, 2 leads of 5 and 10 minutes, 32 x 32), the forecast and observations."""
+    from climml import metrics as cm
+    from climml.tasks import nowcast
+
+    cfg = config.load("configs/nowcast_synthetic.yaml", [f"eval.metrics={metrics}"])
+    specs = nowcast.specs(cfg)
+    rng = np.random.default_rng(0)
+    obs = rng.gamma(0.5, 4.0, size=(2, 2, 32, 32)).astype(np.float32)
+    forecast = (obs * rng.lognormal(0, 0.5, size=obs.shape)).astype(np.float32)
+    stats = cm.nowcast_statistics(forecast, obs, lead_axis=1, **nowcast.settings(specs))
+    return nowcast._table(stats, ["5", "10"], specs), forecast, obs
+
+
+def test_csi_entry_yields_exactly_its_thresholds_and_pools_by_lead():
+    table, forecast, obs = _table("[{csi: {thresholds: [2.0], pool: [1, 4]}}]")
+    assert list(table) == ["csi@2", "csi@2/max4"]
+
+    def csi(f, o):  # float64 CSI of the event x >= 2 per lead, over events and cells
+        f, o = f >= 2.0, o >= 2.0
+        return (f & o).sum((0, 2, 3)) / (f | o).sum((0, 2, 3))
+
+    def max4(x):  # maxima of 4 x 4 blocks
+        return x.astype(np.float64).reshape(2, 2, 8, 4, 8, 4).max((3, 5))
+
+    fields = {"csi@2": (forecast, obs), "csi@2/max4": (max4(forecast), max4(obs))}
+    for key, (f, o) in fields.items():
+        assert list(table[key]) == ["5", "10"]
+        np.testing.assert_allclose(list(table[key].values()), csi(f, o), rtol=1e-6)
+
+
+def test_bare_names_take_the_radar_defaults():
+    table, _, _ = _table("[csi, fss, crps]")
+    csi = [f"csi@{t}{p}" for p in ("", "/max4", "/max16") for t in (1, 2, 4, 8)]
+    fss = [f"fss@{t}/{s}" for s in (1, 4, 16) for t in (1, 2, 4, 8)]
+    crps = ["crps", "crps/avg4", "crps/max4", "crps/avg16", "crps/max16"]
+    assert sorted(table) == sorted(csi + fss + crps)
