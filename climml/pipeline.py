@@ -62,6 +62,10 @@ def prepare(cfg: Config) -> Experiment:
 
     config_mod.check(cfg)  # again: a config edited with dataclasses.replace skipped load()
     tasks.get(cfg.eval.task).check(cfg)
+    if cfg.model.name == "nowcast_gan":
+        from climml.train.adversarial import check as check_gan
+
+        check_gan(cfg)
     build_optimizer(cfg.train, total_steps=1)  # names: optimizer, schedule
     loss_terms(cfg.train)
     compute_dtype(cfg.train.dtype)
@@ -134,7 +138,20 @@ def train(cfg: Config, workdir: str | Path, exp: Experiment | None = None) -> Fi
     if primary:
         exp.normalizer.to_dataset().to_netcdf(workdir / "normalizer.nc")
     log = JsonLog(workdir / LOG_FILE, loaders[0].batch_size) if primary else None
-    if cfg.train.ensemble_members > 1:
+    if cfg.model.name == "nowcast_gan":  # adversarial training (climml.train.adversarial)
+        from climml.train import adversarial
+
+        result = adversarial.fit_gan(
+            model,
+            *loaders,
+            cfg.train,
+            adversarial.RainCodec(exp.normalizer, cfg.data.target),
+            seed=cfg.seed,
+            workdir=workdir,
+            progress=cfg.output.progress,
+            log=log,
+        )
+    elif cfg.train.ensemble_members > 1:
         from climml.train import ensemble
 
         result = ensemble.fit_members(
@@ -166,6 +183,10 @@ def trained_model(exp: Experiment, workdir: str | Path) -> TrainedModel:
     """The best parameters saved in ``workdir`` wrapped with the baselines' predict interface
     (an ``EnsembleModel`` when ``train.ensemble_members > 1``)."""
     model = build_model(exp)
+    if exp.cfg.model.name == "nowcast_gan":  # an ensemble of latent draws
+        from climml.train import adversarial
+
+        return adversarial.predictor(exp, model, workdir)
     loader = exp.loader("train")
     members = exp.cfg.train.ensemble_members
     if members > 1:
