@@ -319,7 +319,10 @@ class NowcastGenerator(nnx.Module):
             ]
         )
         self.context_mix = nnx.List(
-            [SNConv(steps * f, s, 3, sn=sn, rngs=rngs) for f, s in zip(per_frame, states, strict=True)]
+            [
+                SNConv(steps * f, s, 3, sn=sn, rngs=rngs)
+                for f, s in zip(per_frame, states, strict=True)
+            ]
         )
         lat = cfg.latent_channels
         self.latent_in = SNConv(lat, lat, 3, sn=sn, rngs=rngs)
@@ -442,7 +445,10 @@ class NowcastDiscriminator(nnx.Module):
             ]
         )
         self.temporal2d = nnx.List(
-            [DBlock(2 * d, 4 * d, sn=sn, rngs=rngs), DBlock(4 * d, 8 * d, down=False, sn=sn, rngs=rngs)]
+            [
+                DBlock(2 * d, 4 * d, sn=sn, rngs=rngs),
+                DBlock(4 * d, 8 * d, down=False, sn=sn, rngs=rngs),
+            ]
         )
         self.temporal_dense = SNDense(8 * d, 1, sn=sn, rngs=rngs)
 
@@ -542,7 +548,9 @@ def _check_config(cfg: NowcastGANConfig, spec: IOSpec) -> None:
     if not 0 <= cfg.beta1 < 1 or not 0 <= cfg.beta2 < 1:
         raise ConfigError(expected("model.beta1/beta2", "in [0, 1)", (cfg.beta1, cfg.beta2)))
     if spec.input_shape[0] * cfg.base_channels < 2:
-        raise ConfigError(expected("model.base_channels", ">= 1 with >= 2 input steps", cfg.base_channels))
+        raise ConfigError(
+            expected("model.base_channels", ">= 1 with >= 2 input steps", cfg.base_channels)
+        )
 
 
 @register("nowcast_gan", NowcastGANConfig)

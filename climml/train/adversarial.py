@@ -105,7 +105,12 @@ def init_gan_state(model: NowcastGAN) -> GANState:
     _, g_params, g_rest = nnx.split(model.generator, nnx.Param, ...)
     _, d_params, d_rest = nnx.split(model.discriminator, nnx.Param, ...)
     return GANState(
-        g_params, g_rest, d_params, d_rest, tx_g.init(g_params), tx_d.init(d_params),
+        g_params,
+        g_rest,
+        d_params,
+        d_rest,
+        tx_g.init(g_params),
+        tx_d.init(d_params),
         jnp.zeros((), jnp.int32),
     )
 
@@ -205,7 +210,9 @@ def train_step(d_step: Step, g_step: Step, disc_steps: int, state: GANState, bat
     return state, sum(d_losses) / disc_steps, g_loss
 
 
-def make_sampler(model: NowcastGAN) -> Callable[[nnx.State, nnx.State, jax.Array, jax.Array], jax.Array]:
+def make_sampler(
+    model: NowcastGAN,
+) -> Callable[[nnx.State, nnx.State, jax.Array, jax.Array], jax.Array]:
     """``sampler(g_params, g_rest, x, keys (M,)) -> (B, M, L, H, W)``, jitted."""
     g_def = nnx.split(model.generator, nnx.Param, ...)[0]
 
@@ -389,8 +396,9 @@ class GANPredictor:
 
     name = "model"
 
-    def __init__(self, model: NowcastGAN, result: FitResult, codec: RainCodec, *, members: int,
-                 seed: int):
+    def __init__(
+        self, model: NowcastGAN, result: FitResult, codec: RainCodec, *, members: int, seed: int
+    ):
         self.members, self.codec, self.history = members, codec, result.history
         self.params, self.rest = result.params, result.rest
         self._sample = make_sampler(model)
@@ -416,7 +424,9 @@ def check(cfg: Any) -> None:
         raise ConfigError(expected("train.ensemble_members", want, cfg.train.ensemble_members))
     leads = list(cfg.data.leads)
     if leads != list(range(1, len(leads) + 1)):
-        want = "consecutive steps 1, 2, ... for model 'nowcast_gan' (its sampler steps once per lead)"
+        want = (
+            "consecutive steps 1, 2, ... for model 'nowcast_gan' (its sampler steps once per lead)"
+        )
         raise ConfigError(expected("data.leads", want, leads))
     if cfg.data.normalize.climatology:
         raise ConfigError(

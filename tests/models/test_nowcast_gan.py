@@ -50,7 +50,9 @@ def test_members_from_latent_keys():
     model = NowcastGAN(NowcastGANConfig(**TINY), spec, nnx.Rngs(0))
     x = jnp.tile(jax.random.normal(jax.random.key(1), (1, 2, 32, 32, 1)), (2, 1, 1, 1, 1))
     k1, k2 = jax.random.split(jax.random.key(3))
-    ens = np.asarray(jax.jit(lambda x, k: sample(model.generator, x, k))(x, jnp.stack([k1, k2, k1])))
+    ens = np.asarray(
+        jax.jit(lambda x, k: sample(model.generator, x, k))(x, jnp.stack([k1, k2, k1]))
+    )
     assert ens.shape == (2, 3, 2, 32, 32)
     np.testing.assert_allclose(ens[:, 0], ens[:, 2], rtol=1e-5, atol=1e-6)  # same key
     assert np.abs(ens[:, 0] - ens[:, 1]).max() > 1e-4  # another key, another member

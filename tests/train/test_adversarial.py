@@ -13,8 +13,13 @@ from climml.types import IOSpec
 
 SPEC = IOSpec((2, 32, 32, 1), (2, 32, 32))
 CFG = NowcastGANConfig(
-    base_channels=1, disc_channels=2, disc_frames=2, disc_crop=16, attention=False,
-    reg_samples=2, disc_steps=2,
+    base_channels=1,
+    disc_channels=2,
+    disc_frames=2,
+    disc_crop=16,
+    attention=False,
+    reg_samples=2,
+    disc_steps=2,
 )
 
 
@@ -83,7 +88,9 @@ def test_steps_change_both_networks_and_leave_generator_alone_in_d_step():
         assert np.isfinite(float(dl)) and np.isfinite(float(gl))
     assert int(s.step) == 3
     for before, after in ((state.g_params, s.g_params), (state.d_params, s.d_params)):
-        changed = [not np.array_equal(a, b) for a, b in zip(_leaves(before), _leaves(after))]
+        changed = [
+            not np.array_equal(a, b) for a, b in zip(_leaves(before), _leaves(after), strict=True)
+        ]
         assert np.mean(changed) > 0.5  # most parameter arrays of both networks moved
 
 
@@ -127,8 +134,14 @@ class _Kill(Exception):
 def test_resume_after_kill_is_exact(tmp_path):
     cfg = TrainConfig(epochs=2, checkpoint_every=1)
     whole = adv.fit_gan(
-        NowcastGAN(CFG, SPEC, nnx.Rngs(0)), _Loader(), _Loader(1), cfg, _IdentityCodec(),
-        seed=3, workdir=tmp_path / "a", progress=False,
+        NowcastGAN(CFG, SPEC, nnx.Rngs(0)),
+        _Loader(),
+        _Loader(1),
+        cfg,
+        _IdentityCodec(),
+        seed=3,
+        workdir=tmp_path / "a",
+        progress=False,
     )
 
     def kill(step):
@@ -137,13 +150,26 @@ def test_resume_after_kill_is_exact(tmp_path):
 
     with pytest.raises(_Kill):
         adv.fit_gan(
-            NowcastGAN(CFG, SPEC, nnx.Rngs(0)), _Loader(), _Loader(1), cfg, _IdentityCodec(),
-            seed=3, workdir=tmp_path / "b", progress=False, on_step=kill,
+            NowcastGAN(CFG, SPEC, nnx.Rngs(0)),
+            _Loader(),
+            _Loader(1),
+            cfg,
+            _IdentityCodec(),
+            seed=3,
+            workdir=tmp_path / "b",
+            progress=False,
+            on_step=kill,
         )
     model = NowcastGAN(CFG, SPEC, nnx.Rngs(0))
     resumed = adv.fit_gan(
-        model, _Loader(), _Loader(1), cfg, _IdentityCodec(),
-        seed=3, workdir=tmp_path / "b", progress=False,
+        model,
+        _Loader(),
+        _Loader(1),
+        cfg,
+        _IdentityCodec(),
+        seed=3,
+        workdir=tmp_path / "b",
+        progress=False,
     )
     for a, b in zip(_leaves(whole.params), _leaves(resumed.params), strict=True):
         np.testing.assert_array_equal(a, b)
@@ -178,7 +204,9 @@ def _cli_run(config_path, workdir, overrides):
     args = [a for item in overrides for a in ("--set", item)]
     proc = subprocess.run(
         [sys.executable, "-m", "climml.cli", "run", config_path, "--workdir", str(workdir), *args],
-        capture_output=True, text=True, timeout=1800,
+        capture_output=True,
+        text=True,
+        timeout=1800,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
 
@@ -199,10 +227,14 @@ def test_trained_gan_spreads_and_keeps_small_scales_the_mse_unet_loses(tmp_path)
     import xarray as xr
 
     gan_dir, unet_dir = tmp_path / "gan", tmp_path / "unet"
-    _cli_run("configs/nowcast_gan.yaml", gan_dir, [*DATA, "model.base_channels=2",
-                                                    "eval.nowcast.members=3"])
-    _cli_run("configs/nowcast_synthetic.yaml", unet_dir, [*DATA, "model.depth=1",
-                                                          "model.base_filters=8"])
+    _cli_run(
+        "configs/nowcast_gan.yaml",
+        gan_dir,
+        [*DATA, "model.base_channels=2", "eval.nowcast.members=3"],
+    )
+    _cli_run(
+        "configs/nowcast_synthetic.yaml", unet_dir, [*DATA, "model.depth=1", "model.base_filters=8"]
+    )
     metrics = json.loads((gan_dir / "metrics.json").read_text())
     assert set(metrics) >= {"model", "persistence", "advection"}
     assert all(v > 0 for v in metrics["model"]["spread"].values())  # an ensemble, not copies
