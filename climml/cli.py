@@ -1,4 +1,5 @@
-"""Command line: ``climml run | train | evaluate | predict | explain | sweep CONFIG ...``.
+"""Command line: ``climml run | train | evaluate | predict | explain | sweep CONFIG ...`` and
+``climml convert SOURCE... --output STORE.zarr``.
 
 Thin by design: parse arguments, load the config, call ``climml.pipeline``. Any ``ClimmlError``
 (bad config, data or checkpoint) is printed as one line and exits with status 2. Ctrl-C or
@@ -87,12 +88,47 @@ def _parser() -> argparse.ArgumentParser:
                 action="store_true",
                 help="with --input: overwrite an --output holding other predictions",
             )
+    _add_convert(commands)
     return parser
+
+
+def _add_convert(commands) -> None:
+    text = "write netCDF files (or a glob of them) as one time-chunked zarr store, on dask"
+    sub = commands.add_parser("convert", help=text, description=text)
+    sub.add_argument("source", nargs="+", help="netCDF files, or a quoted glob such as 'era5/*.nc'")
+    sub.add_argument("--output", "-o", required=True, help="the zarr store to write (replaced)")
+    sub.add_argument(
+        "--chunks",
+        default=f"time={CONVERT_TIME_CHUNK}",
+        metavar="time=N",
+        help=f"time steps per chunk; other dims stay whole (default: time={CONVERT_TIME_CHUNK})",
+    )
+    sub.add_argument("--variables", nargs="+", metavar="NAME", help="keep only these variables")
+    sub.add_argument(
+        "--config", help="take the scheduler settings from this config's data.dask (with --set)"
+    )
+    sub.add_argument(
+        "--set",
+        dest="overrides",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override --config values, e.g. data.dask.n_workers=4",
+    )
+    sub.add_argument(
+        "--scheduler",
+        help="threads, local (a LocalCluster) or a scheduler address such as tcp://host:8786 "
+        "(default: data.dask.scheduler, auto: $DASK_SCHEDULER_ADDRESS, else by data size)",
+    )
 
 
 def _dispatch(args: argparse.Namespace) -> None:
     from climml import config, pipeline
 
+    if args.command == "convert":
+        print(_convert(args))
+        return
     cfg = config.load(args.config, args.overrides)
     workdir = args.workdir or cfg.output.workdir
     jobs.use_compilation_cache(cfg.output.compilation_cache)
@@ -146,6 +182,48 @@ def _stream(cfg, workdir: str, args: argparse.Namespace) -> str:
     if done.computed == 0:
         return f"climml: {done.path} already holds all {done.chunks} chunks; nothing to do"
     return f"{done.path}: {done.computed} of {done.chunks} chunks written"
+
+
+CONVERT_TIME_CHUNK = 32  # ~a month of daily fields per chunk: whole-window loader reads
+
+
+def _convert(args: argparse.Namespace) -> str:
+    """``climml convert``: ``convert_to_zarr`` on the scheduler of ``--config``'s ``data.dask``
+    (defaults without one) or ``--scheduler``; returns the line to print."""
+    import dataclasses
+    from pathlib import Path
+
+    import xarray as xr
+
+    from climml import config
+    from climml.config import DaskConfig
+    from climml.data import cluster
+    from climml.errors import ConfigError, DataError, expected
+
+    name, _, steps = args.chunks.partition("=")
+    if name.strip() != "time" or not steps.strip().isdigit() or int(steps) < 1:
+        want = "time=N with N >= 1 (the other dims stay whole)"
+        raise ConfigError(expected("--chunks", want, repr(args.chunks)))
+    if args.overrides and not args.config:
+        raise ConfigError(expected("--set", "a --config to override", " ".join(args.overrides)))
+    spec = config.load(args.config, args.overrides).data.dask if args.config else DaskConfig()
+    if args.scheduler is not None:
+        spec = dataclasses.replace(spec, scheduler=args.scheduler)
+    cluster.scheduler(spec)  # a bad scheduler name fails before any file is opened
+    source = args.source[0] if len(args.source) == 1 else args.source
+    if len(args.source) > 1:  # a shell-expanded glob: open_dataset checks a single path
+        for path in args.source:
+            if not Path(path).is_file():
+                raise DataError(expected("convert SOURCE", "an existing netCDF file", path))
+    store = cluster.convert_to_zarr(
+        source, args.output, variables=args.variables, time_chunk=int(steps), spec=spec
+    )
+    ds = xr.open_zarr(store)
+    sizes = ", ".join(f"{d}={n}" for d, n in ds.sizes.items())
+    return (
+        f"{store}: {', '.join(map(str, ds.data_vars))} ({sizes}) in chunks of {int(steps)} "
+        "time steps"
+    )
 
 
 def report(metrics: dict) -> list[str]:
