@@ -35,7 +35,6 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
-from tqdm.auto import tqdm
 
 from climml.config import TrainConfig
 from climml.errors import CheckpointError, ConfigError, expected
@@ -44,6 +43,7 @@ from climml.train.checkpoint import Checkpointer
 from climml.train.loop import TrainingInterrupted, _StopOnSignal
 from climml.train.losses import make_loss
 from climml.train.optimizer import INJECTED, build_optimizer, set_hyperparams
+from climml.train.progress import step_bar
 from climml.train.steps import (
     STEP_FIELDS,
     TrainState,
@@ -407,13 +407,8 @@ def fit_members(
     ckpt = Checkpointer(Path(workdir) / "checkpoints", cfg.keep_checkpoints) if workdir else None
     state, best, pos = _start(trainer, ckpt)
     steps = len(batches)
-    bar = tqdm(
-        total=cfg.epochs * steps,
-        initial=min(pos.epoch, cfg.epochs) * steps + pos.batch,
-        disable=not progress,
-        unit="step",
-        smoothing=0,
-        dynamic_ncols=True,
+    bar = step_bar(
+        epochs=cfg.epochs, steps_per_epoch=steps, epoch=pos.epoch, batch=pos.batch, enabled=progress
     )
     try:
         with _StopOnSignal() as stop:

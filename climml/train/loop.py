@@ -21,7 +21,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from tqdm.auto import tqdm
 
 from climml import native
 from climml.config import TrainConfig
@@ -30,6 +29,7 @@ from climml.train import parallel
 from climml.train.checkpoint import Checkpointer
 from climml.train.losses import make_loss
 from climml.train.optimizer import build_optimizer
+from climml.train.progress import step_bar
 from climml.train.steps import (
     TrainState,
     compute_dtype,
@@ -226,13 +226,8 @@ def _fit(model, train_loader, val_loader, cfg, seed, workdir, progress, on_step,
     ckpt = Checkpointer(Path(workdir) / "checkpoints", cfg.keep_checkpoints) if workdir else None
     state, best, pos = _start(trainer, ckpt)
     steps = len(train_loader)
-    bar = tqdm(
-        total=cfg.epochs * steps,
-        initial=min(pos.epoch, cfg.epochs) * steps + pos.batch,
-        disable=not progress,
-        unit="step",
-        smoothing=0,  # ETA from the mean rate since the start, validation time included
-        dynamic_ncols=True,
+    bar = step_bar(
+        epochs=cfg.epochs, steps_per_epoch=steps, epoch=pos.epoch, batch=pos.batch, enabled=progress
     )
     with _StopOnSignal() as stop:
         run = _Run(
