@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
+import xarray as xr
 
 from climml.errors import ConfigError, DataError, expected
 from climml.types import Batch, IOSpec
@@ -84,6 +85,46 @@ class Climatology:
             np.add.at(counts, slot, w)
         if sums is None:
             raise DataError(expected("climatology training batches", "at least one batch", "none"))
+        return self._ratio(sums, counts)
+
+    def fit_dataset(self, target: xr.DataArray, anchors: np.ndarray) -> Climatology:
+        """The means ``fit`` finds over the batches of ``anchors``, as one reduction of the
+        data instead of a pass over windows: out of core, and where dask computes (a
+        ``climml.data.cluster.compute_on`` block sends it to a cluster).
+
+        target: the normalized target ``(time, *target_spatial)`` (dask-backed or not) on the
+            ``time`` of the constructor. anchors: ``(N,)`` time indices of the training samples.
+
+        Each time step weighs as many times as it is a forecast's valid time (the number of
+        (anchor, lead) pairs that reach it); per season the weighted sums of the valid values
+        and their weights are summed chunk by chunk, the ratio taken last.
+        """
+        anchors = np.asarray(anchors, np.int64)
+        if anchors.size == 0:
+            raise DataError(expected("climatology training anchors", "at least one", "none"))
+        n_times = target.sizes["time"]
+        # each step weighs as often as the loader's batches would repeat it, one per lead
+        hits = np.bincount((anchors[:, None] + self.leads[None, :]).ravel(), minlength=n_times)
+        season = self.slots[np.clip(np.arange(n_times), 0, self.slots.shape[0] - 1)]
+        along = {"dims": "time", "coords": {"time": target["time"]}}
+        weight = xr.DataArray(hits.astype(np.float64), **along)
+        y = target.transpose("time", ...).astype(np.float32)  # the loader's precision
+        valid = np.isfinite(y)
+        stats = xr.Dataset(
+            {"sums": y.where(valid, 0).astype(np.float64) * weight, "counts": valid * weight}
+        )
+        n_slots = int(self.slots.max()) + 1
+        per_season = (
+            stats.groupby(xr.DataArray(season, name="season", **along))
+            .sum("time")
+            .reindex(season=np.arange(n_slots), fill_value=0.0)
+            .compute()
+        )
+        sums = per_season["sums"].values.reshape(n_slots, -1)
+        return self._ratio(sums, per_season["counts"].values.reshape(n_slots, -1))
+
+    def _ratio(self, sums: np.ndarray, counts: np.ndarray) -> Climatology:
+        """Set ``mean`` from per-season ``(slots, S)`` weighted sums and weights."""
         sums, counts = _circular_sum(sums, self.window), _circular_sum(counts, self.window)
         self.mean = np.where(counts > 0, sums / np.maximum(counts, 1e-300), 0.0)
         return self

@@ -34,10 +34,11 @@ import xarray as xr
 
 from climml import metrics as cm_metrics
 from climml.config import Config
+from climml.data import cluster
 from climml.errors import ConfigError
 from climml.experiment import Experiment, Predictor
 from climml.metrics.categorical import COMPARISONS
-from climml.models.linear import check_baseline, make_baseline
+from climml.models.linear import Climatology, check_baseline, make_baseline
 from climml.tasks import metric_specs
 from climml.tasks._collect import collect
 from climml.tasks.metric_specs import CATEGORICAL, MetricSpec, Score, threshold_key
@@ -131,11 +132,7 @@ def forecast_and_score(exp: Experiment, model: Predictor) -> tuple[xr.Dataset, d
     (their MAE), so that ``model_beats`` compares them.
     """
     cfg = exp.cfg
-    train = exp.loader("train")
-    predictors = [model] + [
-        make_baseline(name, exp.spec, cfg.data.leads, time=exp.time).fit(train.epoch(0))
-        for name in cfg.eval.baselines
-    ]
+    predictors = [model] + [fit_baseline(exp, name) for name in cfg.eval.baselines]
     functions = {p.name: p.predict for p in predictors}
     predict_members = getattr(model, "predict_members", None)
     if predict_members is not None:
@@ -173,6 +170,19 @@ def forecast_and_score(exp: Experiment, model: Predictor) -> tuple[xr.Dataset, d
                 ens, obs_anom, cfg.data.leads, weights, fair=fair, calibration=p is model
             )
     return ds, scores
+
+
+def fit_baseline(exp: Experiment, name: str) -> Predictor:
+    """The baseline ``name`` fitted on the training split. The climatology is one reduction of
+    the training data (per-season sums, ratio last) on ``data.dask``'s scheduler, out of core;
+    persistence and AR(p) fit on the loader's windows (an AR fit needs the input history)."""
+    cfg = exp.cfg
+    baseline = make_baseline(name, exp.spec, cfg.data.leads, time=exp.time)
+    if isinstance(baseline, Climatology):
+        target = exp.dataset[cfg.data.target]
+        with cluster.compute_on(cfg.data.dask, nbytes=target.nbytes):
+            return baseline.fit_dataset(target, exp.anchors["train"])
+    return baseline.fit(exp.loader("train").epoch(0))
 
 
 def ensemble_scores(
