@@ -74,7 +74,8 @@ def client(spec: DaskConfig, *, nbytes: int | None = None):
             "n_workers": spec.n_workers,
             "threads_per_worker": spec.threads_per_worker,
             "processes": spec.processes,
-            "dashboard_address": None,  # no fixed port to collide with another job's
+            # any free port: two jobs on one machine would otherwise both ask for 8787
+            "dashboard_address": ":0",
         }
         if spec.memory_limit is not None:
             options["memory_limit"] = spec.memory_limit
