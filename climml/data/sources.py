@@ -14,7 +14,7 @@ from climml.data import synthetic
 from climml.data.open import GLOB_CHARS, open_dataset
 from climml.data.real.hadisst import hadisst_ice
 from climml.data.real.nino import nino12
-from climml.data.real.radar import radar_fmi, radar_mch
+from climml.data.real.radar import radar_fmi, radar_knmi, radar_mch
 from climml.data.real.seattle import seattle_weather
 from climml.errors import ConfigError, DataError, expected
 
@@ -26,6 +26,7 @@ SOURCES: dict[str, Callable[..., xr.Dataset]] = {
     "real.hadisst_ice": hadisst_ice,
     "real.nino12": nino12,
     "real.radar_fmi": radar_fmi,
+    "real.radar_knmi": radar_knmi,
     "real.radar_mch": radar_mch,
     "real.seattle_weather": seattle_weather,
 }

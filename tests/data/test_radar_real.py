@@ -13,7 +13,7 @@ from PIL import Image
 
 from climml.data import load_source
 from climml.data.real import radar as real_radar
-from climml.data.real.radar import ENV_VAR, data_root, radar_fmi, radar_mch
+from climml.data.real.radar import ENV_VAR, data_root, radar_fmi, radar_knmi, radar_mch
 from climml.errors import ConfigError, DataError
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "pysteps-data"
@@ -166,3 +166,77 @@ def test_mch_windows_stay_inside_one_event(pysteps_data):
     event = ds["event"].values
     assert np.all(event[anchors - 3] == event[anchors + 6])
     assert len(anchors) == 3 * (40 - 4 - 6 + 1)  # every window inside each 40-frame event
+
+
+@pytest.fixture
+def knmi_data(pysteps_data):
+    """The KNMI folder of pysteps-data (h5py needed to read it)."""
+    pytest.importorskip("h5py", reason="KNMI's HDF5 files need h5py (climml[radar])")
+    folder = pysteps_data / "radar" / "KNMI"
+    if not folder.is_dir():
+        pytest.skip(f"KNMI radar data absent: no {folder}")
+    return folder
+
+
+def test_knmi_grid_units_missing_and_event_is_the_day(knmi_data):
+    import h5py
+
+    ds = radar_knmi()
+    assert ds["rain_rate"].shape == (92, 765, 700) and ds["rain_rate"].attrs["units"] == "mm/h"
+    assert ds["rain_rate"].dtype == np.float32
+    # KNMI's stereographic grid: 1 km pixels, x 0..700 km, y -3650..-4415 km, rows north to south.
+    np.testing.assert_array_equal(ds["x"], 0.5 + np.arange(700))
+    np.testing.assert_array_equal(ds["y"], -3650.5 - np.arange(765))
+    np.testing.assert_array_equal(ds["event"], np.full(92, 20100826))
+    expected_times = pd.date_range("2010-08-26 00:00", periods=92, freq="5min")
+    np.testing.assert_array_equal(ds["time"].values, expected_times.values)
+    path = sorted(knmi_data.rglob("*.h5"))[45]
+    with h5py.File(path, "r") as f:
+        raw = f["image1/image_data"][()]
+    frame = ds["rain_rate"].isel(time=45).values
+    np.testing.assert_array_equal(np.isnan(frame), raw == 65535)
+    assert 0.1 < np.isnan(frame).mean() < 0.9
+    rain = frame[np.isfinite(frame)]
+    # 0.01 mm in 5 minutes is the resolution: 0.12 mm/h steps.
+    np.testing.assert_allclose(rain, np.round(rain / 0.12) * 0.12, atol=1e-5)
+    assert rain.min() == 0.0 and 5.0 < rain.max() < 300.0 and 0.05 < (rain > 0).mean() < 0.95
+
+
+def test_knmi_equals_pysteps_importer_then_to_rainrate(knmi_data):
+    pysteps = pytest.importorskip("pysteps")
+    from pysteps.utils import conversion
+
+    ds = radar_knmi()
+    paths = sorted(knmi_data.rglob("*.h5"))
+    for i in (0, 45, 91):
+        precip, _, meta = pysteps.io.importers.import_knmi_hdf5(
+            str(paths[i]), qty="ACRR", accutime=5
+        )
+        rate, meta = conversion.to_rainrate(precip, meta)
+        assert meta["unit"] == "mm/h" and meta["yorigin"] == "upper"
+        ours = ds["rain_rate"].isel(time=i).values
+        np.testing.assert_array_equal(np.isnan(ours), np.isnan(rate))
+        np.testing.assert_allclose(ours, rate.astype(np.float32), rtol=1e-6, equal_nan=True)
+    # The same grid as pysteps' metadata (km): outer edges and pixel size.
+    assert (meta["x1"], meta["x2"]) == (ds["x"].values[0] - 0.5, ds["x"].values[-1] + 0.5)
+    assert (meta["y1"], meta["y2"]) == (ds["y"].values[-1] - 0.5, ds["y"].values[0] + 0.5)
+    assert meta["xpixelsize"] == meta["ypixelsize"] == 1.0 and meta["cartesian_unit"] == "km"
+
+
+def test_knmi_named_source_crops_and_coarsens(knmi_data):
+    full = radar_knmi().isel(time=slice(40, 42)).load()
+    ds = load_source("real.radar_knmi", crop=[360, 170, 64], coarsen=4, events=[20100826])
+    assert ds.sizes == {"time": 92, "y": 16, "x": 16}
+    part = full["rain_rate"].values[:, 360:424, 170:234].astype(np.float64)
+    assert np.nanmax(part) > 1.0 and np.isnan(part).any()  # rain, and a missing pixel
+    blocks = part.reshape(2, 16, 4, 16, 4).mean(axis=(2, 4))
+    np.testing.assert_allclose(ds["rain_rate"].isel(time=slice(40, 42)), blocks, rtol=1e-6)
+    np.testing.assert_array_equal(ds["x"], 170 + 2.0 + 4 * np.arange(16))
+
+
+def test_knmi_without_h5py_says_to_install_the_radar_extra(knmi_data, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "h5py", None)  # import h5py -> ImportError
+    with pytest.raises(ConfigError, match=r"real.radar_knmi.*climml\[radar\]"):
+        radar_knmi()

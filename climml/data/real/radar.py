@@ -1,4 +1,4 @@
-"""Real radar rain-rate sequences in the pysteps-data layout (MeteoSwiss, FMI), read offline.
+"""Real radar rain-rate sequences in the pysteps-data layout (MeteoSwiss, FMI, KNMI), read offline.
 
 API:
 
@@ -6,6 +6,9 @@ API:
   (``radar/mch/<yyyymmdd>/AQC*.gif``), 640 x 710 pixels of 1 km on the Swiss LV03 grid;
 - ``radar_fmi(...)``: FMI lowest-elevation reflectivity composites
   (``radar/fmi/pgm/<yyyymmdd>/*.pgm.gz``), 1226 x 760 pixels of about 1 km;
+- ``radar_knmi(...)``: KNMI 5-minute rain accumulations (``radar/KNMI/<yyyy>/<mm>/*.h5``), the
+  grid from the HDF5 metadata: 765 x 700 pixels of 1 km on KNMI's polar stereographic grid
+  (x 0..700 km, y -3650..-4415 km) for the files of pysteps-data; needs h5py (``climml[radar]``);
 - ``radar_events(provider, ...)``: the same for ``provider`` in ``PROVIDERS``;
 - ``data_root(root=None)``: where the data are looked for.
 
@@ -13,7 +16,8 @@ Each returns a lazy (dask, one chunk per frame) ``xr.Dataset`` with ``rain_rate`
 float32, NaN outside radar coverage) on ``(time, y, x)``: ``time`` from the file names, ``y`` and
 ``x`` pixel centres in km (rows run north to south as in the files, so ``y`` decreases),
 and ``event`` along ``time``: the start date (``yyyymmdd`` int) of each run of consecutive
-5-minute frames. The same layout as ``climml.data.synthetic.radar``.
+5-minute frames (for the KNMI files of pysteps-data, one morning: the day). The same layout as
+``climml.data.synthetic.radar``.
 
 Where the data are: ``root`` (``data.source_args: {root: ...}``), else the environment variable
 ``CLIMML_RADAR_DATA``, both naming the pysteps-data folder (the one holding ``radar/``); else
@@ -29,8 +33,9 @@ Values are those of pysteps' importers followed by ``pysteps.utils.conversion.to
 - FMI: the grey value ``v`` is ``(v - 64) / 2`` dBZ; the PGM's maximum value is no coverage
   (NaN), ``v = 0`` is no echo (0 mm/h), otherwise ``R = (Z / 223)^(1 / 1.53)`` with
   ``Z = 10^(dBZ / 10)`` (FMI's Z-R relation, as pysteps uses it).
-
-KNMI's HDF5 files are not read here (they need h5py; pysteps' ``import_knmi_hdf5`` reads them).
+- KNMI (``import_knmi_hdf5(qty="ACRR", accutime=5)``): ``image1/image_data`` holds the 5-minute
+  accumulation in hundredths of mm, ``65535`` is no data (NaN); rain rate is the accumulation
+  times 60 / 5. The file name's time is the end of the accumulation.
 """
 
 from __future__ import annotations
@@ -91,6 +96,44 @@ def _read_fmi(path: str) -> np.ndarray:
     return rain.astype(np.float32)
 
 
+KNMI_MISSING = 65535  # image1/calibration: calibration_missing_data and _out_of_image
+
+
+def _h5py() -> Any:
+    """h5py, or a ConfigError saying how to install it (only the KNMI reader needs it)."""
+    try:
+        import h5py
+    except ImportError as err:
+        want = 'h5py installed (pip install "climml[radar]")'
+        raise ConfigError(expected("real.radar_knmi", want, f"no h5py ({err})")) from err
+    return h5py
+
+
+def _read_knmi(path: str) -> np.ndarray:
+    """(rows, columns) float32 rain rate (mm/h) of one KNMI 5-minute accumulation HDF5 file."""
+    with _h5py().File(path, "r") as f:
+        raw = f["image1/image_data"][()]
+    depth = raw / 100.0  # mm in 5 minutes
+    depth[raw == KNMI_MISSING] = np.nan
+    return (depth * (60.0 / ACCUMULATION_MINUTES)).astype(np.float32)
+
+
+def _knmi_grid(path: str) -> Grid:
+    """The grid of a KNMI HDF5 file, from its ``geographic`` attributes (pixel sizes in km)."""
+    with _h5py().File(path, "r") as f:
+        geo = dict(f["geographic"].attrs)
+    unit = bytes(geo["geo_dim_pixel"]).decode()
+    if unit != "KM,KM" or float(geo["geo_pixel_size_y"][0]) >= 0:
+        found = f"{path}: geo_dim_pixel {unit!r}, geo_pixel_size_y {geo['geo_pixel_size_y']}"
+        raise DataError(expected("radar file", "km pixels, rows north to south", found))
+    dy, dx = -float(geo["geo_pixel_size_y"][0]), float(geo["geo_pixel_size_x"][0])
+    # As pysteps: the top edge is row_offset * pixel_size_y, the left one column_offset * dx.
+    top = -dy * float(geo["geo_row_offset"][0])
+    left = dx * float(geo["geo_column_offset"][0])
+    shape = (int(geo["geo_number_rows"][0]), int(geo["geo_number_columns"][0]))
+    return Grid(shape, (dy, dx), (top, left))
+
+
 def _pgm_maxval(path: str) -> int:
     """The maxval field of a gzipped binary PGM header (FMI uses it for 'no data')."""
     with gzip.open(path, "rb") as f:
@@ -104,15 +147,22 @@ def _pgm_maxval(path: str) -> int:
 
 
 @dataclass(frozen=True)
+class Grid:
+    """A provider's pixel grid, rows running north to south."""
+
+    shape: tuple[int, int]  # rows, columns
+    pixel_km: tuple[float, float]  # rows (y), columns (x)
+    corner_km: tuple[float, float]  # (y, x) of the top-left pixel's outer corner
+
+
+@dataclass(frozen=True)
 class Provider:
     """Where one provider's files sit in the pysteps-data layout and how to read them."""
 
     folder: str  # under the pysteps-data root
     pattern: re.Pattern[str]  # file name -> its time (groups of ``time_format``)
     time_format: str
-    shape: tuple[int, int]  # rows, columns
-    pixel_km: tuple[float, float]  # rows (y), columns (x)
-    corner_km: tuple[float, float]  # (y, x) of the top-left pixel's outer corner
+    grid: Grid | Callable[[str], Grid]  # fixed, or read from a file's metadata
     read: Callable[[str], np.ndarray]
     institution: str
 
@@ -122,9 +172,8 @@ PROVIDERS: dict[str, Provider] = {
         folder="radar/mch",
         pattern=re.compile(r"^AQC(\d{9})[A-Z]?_00005\.801\.gif$"),
         time_format="%y%j%H%M",
-        shape=(640, 710),
-        pixel_km=(1.0, 1.0),
-        corner_km=(480.0, 255.0),  # Swiss LV03 (CH1903) coordinates of the CCS4 domain
+        # Swiss LV03 (CH1903) coordinates of the CCS4 domain
+        grid=Grid(shape=(640, 710), pixel_km=(1.0, 1.0), corner_km=(480.0, 255.0)),
         read=_read_mch,
         institution="MeteoSwiss",
     ),
@@ -132,13 +181,23 @@ PROVIDERS: dict[str, Provider] = {
         folder="radar/fmi/pgm",
         pattern=re.compile(r"^(\d{12})_fmi\.radar\.composite\.lowest_FIN_SUOMI1\.pgm\.gz$"),
         time_format="%Y%m%d%H%M",
-        shape=(1226, 760),
         # The PGM header gives 999.63 m x 999.67 m pixels; y/x are km from the lower-left
         # corner (the files carry lon/lat corners, not projected coordinates).
-        pixel_km=(0.99962859, 0.999674053),
-        corner_km=(1226 * 0.99962859, 0.0),
+        grid=Grid(
+            shape=(1226, 760),
+            pixel_km=(0.99962859, 0.999674053),
+            corner_km=(1226 * 0.99962859, 0.0),
+        ),
         read=_read_fmi,
         institution="Finnish Meteorological Institute",
+    ),
+    "knmi": Provider(
+        folder="radar/KNMI",
+        pattern=re.compile(r"^RAD_NL25_RAP_5min_(\d{12})\.h5$"),
+        time_format="%Y%m%d%H%M",
+        grid=_knmi_grid,
+        read=_read_knmi,
+        institution="Royal Netherlands Meteorological Institute (KNMI)",
     ),
 }
 
@@ -207,11 +266,16 @@ def radar_events(
     folder = data_root(root, provider)
     frames = _select(_frames(folder, spec), events, folder, spec)
     times = pd.DatetimeIndex([t for t, _ in frames])
-    rows, cols, k = _window(crop, coarsen, spec.shape)
+    grid = spec.grid(str(frames[0][1])) if callable(spec.grid) else spec.grid
+    rows, cols, k = _window(crop, coarsen, grid.shape)
     shape = ((rows.stop - rows.start) // k, (cols.stop - cols.start) // k)
 
     def one(path: str) -> np.ndarray:
-        field = spec.read(path)[rows, cols]
+        field = spec.read(path)
+        if field.shape != grid.shape:  # the grid came from the first file (or is fixed)
+            found = f"{path}: {field.shape}"
+            raise DataError(expected("radar file", f"a {grid.shape} field", found))
+        field = field[rows, cols]
         if k > 1:
             field = field.reshape(shape[0], k, shape[1], k).mean(axis=(1, 3), dtype=np.float64)
         return field.astype(np.float32)
@@ -219,9 +283,9 @@ def radar_events(
     stack = da.stack(
         [da.from_delayed(dask.delayed(one)(str(path)), shape, np.float32) for _, path in frames]
     )
-    dy, dx = spec.pixel_km
-    y = spec.corner_km[0] - dy * (rows.start + k * (np.arange(shape[0]) + 0.5))
-    x = spec.corner_km[1] + dx * (cols.start + k * (np.arange(shape[1]) + 0.5))
+    dy, dx = grid.pixel_km
+    y = grid.corner_km[0] - dy * (rows.start + k * (np.arange(shape[0]) + 0.5))
+    x = grid.corner_km[1] + dx * (cols.start + k * (np.arange(shape[1]) + 0.5))
     coords = {
         "time": times.values,
         "y": ("y", y, {"units": "km"}),
@@ -258,6 +322,17 @@ def radar_fmi(
 ) -> xr.Dataset:
     """FMI rain rate (mm/h) from lowest-elevation reflectivity, ~1 km grid; see ``radar_events``."""
     return radar_events("fmi", root, events=events, crop=crop, coarsen=coarsen)
+
+
+def radar_knmi(
+    root: str | os.PathLike[str] | None = None,
+    *,
+    events: Sequence[int | str] | None = None,
+    crop: int | Sequence[int] | None = None,
+    coarsen: int = 1,
+) -> xr.Dataset:
+    """KNMI rain rate (mm/h) from 5-minute accumulations, 1 km grid; see ``radar_events``."""
+    return radar_events("knmi", root, events=events, crop=crop, coarsen=coarsen)
 
 
 def _provider(provider: str) -> Provider:
