@@ -13,10 +13,15 @@ Generator (``NowcastGenerator``), for a crop of ``H x W`` pixels (both divisible
 * sampler: at every lead time, a ConvGRU per scale, coarsest first, each followed by a 1x1
   convolution and an upsampling residual block (``GBlock``) whose output feeds the next finer
   ConvGRU; unrolled over the leads with ``jax.lax.scan``; the finest output is depth-to-space'd
-  (2x) to the full grid and passed through a softplus: rain rates in mm/h, >= 0.
+  (2x) to the full grid: a log-ratio ``delta`` per pixel and lead against the last observed
+  frame, rain ``(last + 0.1) * exp(delta)`` in mm/h (> 0). The paper emits rain directly; a
+  fresh spectrally normalized stack emits nearly constant fields (signals shrink layer by
+  layer, and the paper's batch norm is left out), which minutes of CPU training never get past:
+  under the grid-cell loss on mostly dry radar Adam walks a constant output to zero rain. Anchored
+  to the last frame, the untrained generator is persistence and learns the change.
 
 Discriminators (``NowcastDiscriminator``), on whole sequences ``(B, T + L, H, W)`` of rain
-(history and future):
+(history and future) in mm/h, which they see as ``ln(1 + R / 0.1)`` (see ``_log_rain``):
 
 * spatial: ``disc_frames`` lead frames drawn without replacement per example, each 2x average
   pooled, space-to-depth'd and scored alone by 2-D residual blocks; scores summed over frames.
@@ -32,8 +37,8 @@ that trains on a CPU in minutes. The training hyperparameters (learning rates, d
 steps, regularizer weight) live here too, since only this family uses them
 (``climml.train.adversarial``).
 
-Shapes: ``generator(x (B, T, H, W, C), key) -> (B, L, H, W)``; ``sample(x, keys (M,)) ->
-(B, M, L, H, W)``, one member per key in one ``vmap``.
+Shapes: ``generator(x (B, T, H, W, C), key, last (B, H, W) mm/h) -> (B, L, H, W)`` mm/h;
+``sample(x, last, keys (M,)) -> (B, M, L, H, W)``, one member per key in one ``vmap``.
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ from climml.models.registry import register
 from climml.types import IOSpec
 
 GRID_MULTIPLE = 32  # space-to-depth 2 and four 2x downsamplings
+RAIN_OFFSET = 0.1  # mm/h: the generator scales last + offset, so rain can start in dry pixels
 
 
 @dataclass(frozen=True)
@@ -302,13 +308,14 @@ class ConvGRU(nnx.Module):
 
 
 class NowcastGenerator(nnx.Module):
-    """``(x (B, T, H, W, C), key) -> rain (B, L, H, W)`` in mm/h (>= 0); see the module doc."""
+    """``(x (B, T, H, W, C) normalized, key, last (B, H, W) mm/h) -> rain (B, L, H, W)`` in
+    mm/h (> 0), relative to the last observed frame ``last``; see the module doc."""
 
     def __init__(self, cfg: NowcastGANConfig, spec: IOSpec, rngs: nnx.Rngs):
         steps, h, w, channels = _check_spec(spec)
         sn, c = cfg.spectral_norm, cfg.base_channels
         self.leads = spec.output_shape[0]
-        self.latent_shape = (h // GRID_MULTIPLE, w // GRID_MULTIPLE, cfg.latent_channels)
+        self.latent_channels = cfg.latent_channels
         per_frame = [2 * c, 4 * c, 8 * c, 16 * c]  # H/4 ... H/32
         states = [steps * f // 2 for f in per_frame]  # T*c ... 8*T*c
         ins = [4 * channels, *per_frame[:-1]]
@@ -360,9 +367,12 @@ class NowcastGenerator(nnx.Module):
             out.append(jax.nn.relu(mix(stacked)))
         return out
 
-    def latent(self, key: jax.Array, batch: int) -> jax.Array:
-        """The latent stack's output from one Gaussian draw per example."""
-        z = jax.random.normal(key, (batch, *self.latent_shape))
+    def latent(self, key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+        """The latent stack's output from one Gaussian draw per example: noise of ``(B, H/32,
+        W/32, latent_channels)`` for inputs ``shape (B, T, H, W, C)``, so a generator trained on
+        crops forecasts any grid whose sides are multiples of 32."""
+        b, _, h, w, _ = shape
+        z = jax.random.normal(key, (b, h // GRID_MULTIPLE, w // GRID_MULTIPLE, self.latent_channels))
         h = self.latent_in(z)
         for block in self.latent_blocks:
             h = block(h)
@@ -370,9 +380,9 @@ class NowcastGenerator(nnx.Module):
             h = self.attention(h)
         return self.latent_out(h)
 
-    def __call__(self, x: jax.Array, key: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, key: jax.Array, last: jax.Array) -> jax.Array:
         states = self.context(x)[::-1]  # coarsest first
-        z = self.latent(key, x.shape[0])
+        z = self.latent(key, x.shape)
         # Weights once, outside the scan: the spectral-norm state updates once per call.
         weights = (
             [g.weights() for g in self.grus],
@@ -389,8 +399,9 @@ class NowcastGenerator(nnx.Module):
                 h = grus[i].apply(w_gru[i], inp, hidden[i])
                 new_hidden.append(h)
                 inp = ups[i].apply(w_up[i], gru_out[i].apply(w_out[i], h))
-            frame = depth_to_space(head.apply(w_head, jax.nn.relu(inp)), 2)[..., 0]
-            return new_hidden, jax.nn.softplus(frame)
+            delta = depth_to_space(head.apply(w_head, jax.nn.relu(inp)), 2)[..., 0]
+            # capped: exp(8) = 3000x the last frame is beyond any storm's growth in a lead
+            return new_hidden, (last + RAIN_OFFSET) * jnp.exp(jnp.minimum(delta, 8.0))
 
         _, frames = lax.scan(lead_step, states, None, length=self.leads)
         return jnp.moveaxis(frames, 0, 1)  # (B, L, H, W)
@@ -456,6 +467,7 @@ class NowcastDiscriminator(nnx.Module):
         return self.score_spatial(seq, key), self.score_temporal(seq, key)
 
     def score_spatial(self, seq: jax.Array, key: jax.Array) -> jax.Array:
+        seq = _log_rain(seq)
         b = seq.shape[0]
         keys = jax.random.split(jax.random.fold_in(key, 0), b)  # a subset per example
         pick = jax.vmap(lambda k: jax.random.permutation(k, self.leads)[: self.frames])(keys)
@@ -465,6 +477,7 @@ class NowcastDiscriminator(nnx.Module):
         return self.spatial(frames).reshape(b, self.frames).sum(axis=1)
 
     def score_temporal(self, seq: jax.Array, key: jax.Array) -> jax.Array:
+        seq = _log_rain(seq)
         b, t, h, w = seq.shape
         ky, kx = jax.random.split(jax.random.fold_in(key, 1))
         y0 = jax.random.randint(ky, (), 0, h - self.crop + 1)
@@ -481,13 +494,22 @@ class NowcastDiscriminator(nnx.Module):
         return scores.reshape(b, -1).sum(axis=1)
 
 
+def _log_rain(rain: jax.Array) -> jax.Array:
+    """``ln(1 + R / 0.1)`` of rain in mm/h: 0 when dry, ~5 at 15 mm/h. Radar rain is mostly
+    dry with mean ~0.05 mm/h; on raw rates the first Adam steps (each weight and bias moves by
+    ~lr) outgrow the discriminators' activations and kill their ReLUs, leaving constant scores
+    (hinge loss 2.0) and no adversarial gradient."""
+    return jnp.log1p(rain / RAIN_OFFSET)
+
+
 # --------------------------------------------------------------------------- the pair
 
 
 class NowcastGAN(nnx.Module):
     """Generator and discriminators of one GAN nowcaster; ``cfg`` keeps the training settings.
 
-    ``model(x, key) -> (B, L, H, W)``: one sample; ``sample(x, keys) -> (B, M, L, H, W)``.
+    ``model(x, key, last) -> (B, L, H, W)``: one sample; ``sample(x, last, keys) -> (B, M, L,
+    H, W)``; ``last (B, H, W)``: the last observed rain, mm/h.
     """
 
     def __init__(self, cfg: NowcastGANConfig, spec: IOSpec, rngs: nnx.Rngs):
@@ -496,20 +518,22 @@ class NowcastGAN(nnx.Module):
         self.generator = NowcastGenerator(cfg, spec, rngs)
         self.discriminator = NowcastDiscriminator(cfg, spec, rngs)
 
-    def __call__(self, x: jax.Array, key: jax.Array) -> jax.Array:
-        return self.generator(x, key)
+    def __call__(self, x: jax.Array, key: jax.Array, last: jax.Array) -> jax.Array:
+        return self.generator(x, key, last)
 
-    def sample(self, x: jax.Array, keys: jax.Array) -> jax.Array:
-        return sample(self.generator, x, keys)
+    def sample(self, x: jax.Array, last: jax.Array, keys: jax.Array) -> jax.Array:
+        return sample(self.generator, x, last, keys)
 
 
-def sample(generator: NowcastGenerator, x: jax.Array, keys: jax.Array) -> jax.Array:
+def sample(
+    generator: NowcastGenerator, x: jax.Array, last: jax.Array, keys: jax.Array
+) -> jax.Array:
     """Ensemble ``(B, M, L, H, W)`` from ``M`` latent ``keys``, members in one ``vmap``. Every
     member normalizes with the same spectral-norm estimate; the module is not changed."""
     graphdef, state = nnx.split(generator)
 
     def one(state, key):  # a copy per member: its power-iteration update is discarded
-        return nnx.merge(graphdef, state)(x, key)
+        return nnx.merge(graphdef, state)(x, key, last)
 
     return jnp.moveaxis(jax.vmap(one, in_axes=(None, 0))(state, keys), 0, 1)
 

@@ -147,8 +147,8 @@ def _steps(g_live, g_frozen, d_live, d_frozen, cfg: NowcastGANConfig) -> tuple[S
     def d_step(state: GANState, batch, key):
         kz, kd = jax.random.split(key)
         generator = nnx.merge(g_frozen, state.g_params, state.g_rest)
-        fake = jax.lax.stop_gradient(generator(batch["x"], kz))  # G gets no gradient here
         history, w = batch["history"], batch["weight"]
+        fake = jax.lax.stop_gradient(generator(batch["x"], kz, history[:, -1]))  # no G gradient
         both = jnp.concatenate(
             [jnp.concatenate([history, batch["y"]], 1), jnp.concatenate([history, fake], 1)], 0
         )
@@ -180,7 +180,7 @@ def _steps(g_live, g_frozen, d_live, d_frozen, cfg: NowcastGANConfig) -> tuple[S
 
         def loss_fn(g_params):
             generator = nnx.merge(g_live, g_params, _fresh(state.g_rest))
-            fake = generator(x, kz)  # (S * B, L, H, W)
+            fake = generator(x, kz, history[:, -1])  # (S * B, L, H, W)
             disc = nnx.merge(d_frozen, state.d_params, state.d_rest)
             seq = jnp.concatenate([history, fake], 1)
             scores = disc.score_spatial(seq, kd) + disc.score_temporal(seq, kd)
@@ -213,12 +213,13 @@ def train_step(d_step: Step, g_step: Step, disc_steps: int, state: GANState, bat
 def make_sampler(
     model: NowcastGAN,
 ) -> Callable[[nnx.State, nnx.State, jax.Array, jax.Array], jax.Array]:
-    """``sampler(g_params, g_rest, x, keys (M,)) -> (B, M, L, H, W)``, jitted."""
+    """``sampler(g_params, g_rest, x, last (B, H, W) mm/h, keys (M,)) -> (B, M, L, H, W)``,
+    jitted."""
     g_def = nnx.split(model.generator, nnx.Param, ...)[0]
 
     @jax.jit
-    def sampler(g_params, g_rest, x, keys):
-        return sample(nnx.merge(g_def, g_params, g_rest), x, keys)
+    def sampler(g_params, g_rest, x, last, keys):
+        return sample(nnx.merge(g_def, g_params, g_rest), x, last, keys)
 
     return sampler
 
@@ -363,7 +364,7 @@ def _validate(sampler, state: GANState, loader, codec: RainCodec, cfg, base) -> 
     keys = jax.random.split(jax.random.fold_in(base, 2**31 - 1), cfg.reg_samples)  # fixed per run
     for batch in loader.epoch(0):
         b = gan_batch(batch, codec)
-        members = sampler(state.g_params, state.g_rest, b["x"], keys)  # (B, S, L, H, W)
+        members = sampler(state.g_params, state.g_rest, b["x"], b["history"][:, -1], keys)
         loss = grid_cell_loss(
             jnp.moveaxis(members, 1, 0), b["y"], b["y_valid"], b["weight"], cfg.max_weight
         )
@@ -404,12 +405,15 @@ class GANPredictor:
         self._sample = make_sampler(model)
         self._keys = jax.random.split(jax.random.key(seed), members)
 
-    def rain(self, x: Any) -> np.ndarray:
-        """Ensemble ``(B, M, L, H, W)`` in mm/h for normalized inputs ``x``."""
-        return np.asarray(self._sample(self.params, self.rest, jnp.asarray(x), self._keys))
+    def rain(self, x: Any, last: Any) -> np.ndarray:
+        """Ensemble ``(B, M, L, H, W)`` in mm/h for normalized inputs ``x`` and the last observed
+        rain ``last (B, H, W)`` in mm/h."""
+        args = (jnp.asarray(x), jnp.asarray(last, jnp.float32), self._keys)
+        return np.asarray(self._sample(self.params, self.rest, *args))
 
     def predict(self, batch: Any) -> np.ndarray:
-        return self.codec.from_rain(self.rain(batch.x))
+        last = self.codec.to_rain(batch.target_history)[:, -1]
+        return self.codec.from_rain(self.rain(batch.x, last))
 
 
 # --------------------------------------------------------------------------- pipeline

@@ -23,9 +23,14 @@ from climml.types import IOSpec
 TINY = dict(base_channels=1, disc_channels=2, disc_frames=2, disc_crop=16, attention=False)
 
 
-def _forward(model, x, key):
+def _forward(model, x, key, last):
     graphdef, state = nnx.split(model.generator)
-    return jax.jit(lambda s, x, k: nnx.merge(graphdef, s)(x, k))(state, x, key)
+    return jax.jit(lambda s, x, k, r: nnx.merge(graphdef, s)(x, k, r))(state, x, key, last)
+
+
+def _last(shape, seed=5):
+    """A last observed frame ``(B, H, W)`` in mm/h: mostly dry, some heavy rain."""
+    return jax.random.gamma(jax.random.key(seed), 0.3, shape) * 5.0
 
 
 @pytest.mark.parametrize(
@@ -39,7 +44,7 @@ def test_generator_shape_and_non_negative(input_shape, output_shape, extra):
     spec = IOSpec(input_shape, output_shape)
     model = models.build("nowcast_gan", spec, nnx.Rngs(0), **{**TINY, **extra})
     x = jax.random.normal(jax.random.key(1), (2, *input_shape)) * 3.0
-    out = np.asarray(_forward(model, x, jax.random.key(2)))
+    out = np.asarray(_forward(model, x, jax.random.key(2), _last((2, *input_shape[1:3]))))
     assert out.shape == (2, *output_shape)
     assert np.all(np.isfinite(out)) and out.min() >= 0.0
     assert out.std() > 0  # not a constant field
@@ -50,16 +55,32 @@ def test_members_from_latent_keys():
     model = NowcastGAN(NowcastGANConfig(**TINY), spec, nnx.Rngs(0))
     x = jnp.tile(jax.random.normal(jax.random.key(1), (1, 2, 32, 32, 1)), (2, 1, 1, 1, 1))
     k1, k2 = jax.random.split(jax.random.key(3))
+    last = jnp.tile(_last((1, 32, 32)), (2, 1, 1))
     ens = np.asarray(
-        jax.jit(lambda x, k: sample(model.generator, x, k))(x, jnp.stack([k1, k2, k1]))
+        jax.jit(lambda x, r, k: sample(model.generator, x, r, k))(x, last, jnp.stack([k1, k2, k1]))
     )
     assert ens.shape == (2, 3, 2, 32, 32)
     np.testing.assert_allclose(ens[:, 0], ens[:, 2], rtol=1e-5, atol=1e-6)  # same key
     assert np.abs(ens[:, 0] - ens[:, 1]).max() > 1e-4  # another key, another member
     # one latent draw per example: two copies of one input in a batch get different noise
     assert np.abs(ens[0, 0] - ens[1, 0]).max() > 1e-4
-    direct = np.asarray(_forward(model, x, k1))
+    direct = np.asarray(_forward(model, x, k1, last))
     np.testing.assert_allclose(ens[:, 0], direct, rtol=1e-4, atol=1e-5)
+
+
+def test_untrained_generator_is_near_persistence_on_any_grid():
+    """Anchored to the last frame, a fresh generator forecasts about persistence (rain where it
+    rained), on the grid it was built for and on a larger one (trained on crops, run on the
+    full grid)."""
+    model = NowcastGAN(NowcastGANConfig(**TINY), IOSpec((2, 32, 32, 1), (3, 32, 32)), nnx.Rngs(0))
+    for side in (32, 64):
+        x = jax.random.normal(jax.random.key(1), (2, 2, side, side, 1))
+        last = _last((2, side, side))
+        out = np.asarray(_forward(model, x, jax.random.key(2), last))
+        assert out.shape == (2, 3, side, side)
+        ratio = (out + 1e-9) / (np.asarray(last)[:, None] + 0.1)
+        assert np.all(np.abs(np.log(ratio)) < 0.5), np.abs(np.log(ratio)).max()
+        assert np.corrcoef(out[:, 0].ravel(), np.asarray(last).ravel())[0, 1] > 0.99
 
 
 def test_spectral_norm_reaches_largest_singular_value():
