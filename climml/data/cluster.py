@@ -57,6 +57,10 @@ def scheduler(spec: DaskConfig, *, nbytes: int | None = None) -> str:
 def client(spec: DaskConfig, *, nbytes: int | None = None):
     """The ``distributed.Client`` of ``spec`` (None for threads), started once per process.
 
+    The client is never made dask's process-wide default (a default client would take every
+    later dask computation of the process, a user's or a library's, to the cluster); only
+    ``compute_on`` blocks use it.
+
     A LocalCluster is started with ``n_workers``, ``threads_per_worker``, ``processes`` and
     ``memory_limit`` (dask's defaults where None); an address is connected to. Clients close
     when the process exits.
@@ -79,10 +83,11 @@ def client(spec: DaskConfig, *, nbytes: int | None = None):
         }
         if spec.memory_limit is not None:
             options["memory_limit"] = spec.memory_limit
-        made = Client(LocalCluster(**{k: v for k, v in options.items() if v is not None}))
+        cluster = LocalCluster(**{k: v for k, v in options.items() if v is not None})
+        made = Client(cluster, set_as_default=False)
     else:
         try:
-            made = Client(target, timeout="30s")
+            made = Client(target, timeout="30s", set_as_default=False)
         except OSError as err:
             found = f"{target} ({type(err).__name__}: {err})"
             raise ConfigError(

@@ -3,6 +3,7 @@ netCDF → zarr conversion on the cluster, and which scheduler a config picks.""
 
 import dataclasses
 
+import dask
 import distributed
 import numpy as np
 import pytest
@@ -47,6 +48,18 @@ def test_local_cluster_fits_the_normalizer_of_the_in_process_path(store, dims, c
             on_cluster = Normalizer.fit(ds, **fit)
     assert len(tasks.data) > 0  # the workers computed it
     _normalizers_equal(on_cluster, in_process)
+
+
+def test_the_cluster_takes_only_the_compute_on_block(store):
+    """A started client does not become dask's default: dask work outside ``compute_on`` (a
+    user's, or pysteps' STEPS members, which mutate in-process state) stays in the process."""
+    ds = open_dataset(store)
+    with cluster.compute_on(LOCAL) as client:
+        pass
+    with distributed.get_task_stream(client) as tasks:
+        float(ds["sst"].mean().compute())
+    assert len(tasks.data) == 0
+    assert dask.base.get_scheduler() is not client.get
 
 
 def test_prepare_runs_its_statistics_on_the_configured_cluster(store, tiny_quickstart):
