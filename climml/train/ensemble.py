@@ -40,7 +40,7 @@ from climml.config import TrainConfig
 from climml.errors import CheckpointError, ConfigError, expected
 from climml.train import parallel
 from climml.train.checkpoint import Checkpointer
-from climml.train.loop import TrainingInterrupted, _StopOnSignal
+from climml.train.loop import TrainingInterrupted, _StopOnSignal, trained_checkpoints
 from climml.train.losses import make_loss
 from climml.train.optimizer import INJECTED, build_optimizer, set_hyperparams
 from climml.train.progress import step_bar
@@ -528,11 +528,7 @@ def load_members(
     batch_size: int,
 ) -> MembersResult:
     """The members' best parameters saved in ``workdir/checkpoints``, without training."""
-    directory = Path(workdir) / "checkpoints"
-    if not directory.is_dir():
-        raise CheckpointError(
-            expected(str(directory), "a trained run (run `climml train` first)", "no checkpoints")
-        )
+    directory = trained_checkpoints(workdir)
     trainer = MembersTrainer(
         build, cfg, seeds, steps_per_epoch=steps_per_epoch, batch_size=batch_size
     )

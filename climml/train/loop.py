@@ -347,6 +347,16 @@ def _end_epoch(trainer, state, best, pos: Progress, n_batches, val_loader, *, wa
     return best
 
 
+def trained_checkpoints(workdir: str | Path) -> Path:
+    """``workdir/checkpoints`` of a trained run (CheckpointError if the run never trained)."""
+    directory = Path(workdir) / "checkpoints"
+    if not directory.is_dir():
+        raise CheckpointError(
+            expected(str(directory), "a trained run (run `climml train` first)", "no checkpoints")
+        )
+    return directory
+
+
 def load_best(
     model: nnx.Module,
     cfg: TrainConfig,
@@ -356,11 +366,7 @@ def load_best(
     batch_size: int,
 ) -> FitResult:
     """The best parameters saved in ``workdir/checkpoints``, without training further."""
-    directory = Path(workdir) / "checkpoints"
-    if not directory.is_dir():
-        raise CheckpointError(
-            expected(str(directory), "a trained run (run `climml train` first)", "no checkpoints")
-        )
+    directory = trained_checkpoints(workdir)
     trainer = Trainer(model, cfg, steps_per_epoch=steps_per_epoch, batch_size=batch_size)
     ckpt = Checkpointer(directory, cfg.keep_checkpoints)
     try:
