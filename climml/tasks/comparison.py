@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 # Which way each score improves: -1 lower is better, +1 higher, 0 closer to zero (bias).
-# Thresholded keys (``csi@0.5``) use their base name.
+# Thresholded and pooled keys (``csi@0.5``, ``csi@1/max4``, ``crps/avg4``) use their base name.
 ORIENTATION = {
     **dict.fromkeys(("rmse", "mae", "mse", "crps", "brier", "far", "pofd"), -1),
     **dict.fromkeys(("acc", "correlation", "csi", "pod", "ets", "hss", "auc", "fss"), 1),
@@ -32,7 +32,7 @@ def model_beats(
         for metric, ours in scores.get(model, {}).items():
             if ":" in metric:  # a bootstrap bound (``rmse:p10``), not a score
                 continue
-            sign = ORIENTATION.get(metric.split("@")[0])
+            sign = ORIENTATION.get(metric.split("@")[0].split("/")[0])  # crps/avg4: a crps
             if (
                 sign is None
                 or not isinstance(ours, dict)

@@ -8,7 +8,8 @@ sufficient statistics and formed once at the end:
   ``eval.metrics`` asks for (``climml.tasks.metric_specs``): CSI/POD/FAR at each threshold
   (``csi@1``; after max pooling ``csi@1/max4``), FSS (``fss@1/16``), CRPS per pixel and pooled
   (``crps``, ``crps/avg4``, ``crps/max16``; a deterministic forecast's CRPS is its MAE) and,
-  for ensembles, ``spread``, ``skill`` and ``spread_skill``. Leads are keyed in minutes
+  for ensembles, ``spread``, ``skill``, ``spread_skill`` and ``rank_histogram`` (the M + 1
+  rank frequencies per lead, ties shared among the tied ranks). Leads are keyed in minutes
   (``"30"``), from the data's time step. A bare name takes the defaults of radar nowcasting
   (``DEFAULTS``: thresholds 1, 2, 4, 8 mm/h, pools and FSS scales 1, 4, 16 cells); an entry
   with parameters is scored exactly as written: ``{csi: {thresholds: [2], pool: [1, 4]}}``
@@ -51,10 +52,9 @@ BASELINES = ("persistence", "advection", "pysteps_flow", "steps")
 CATEGORICAL = ("csi", "pod", "far")
 _PER_SAMPLE = "the nowcast scores are accumulated statistics, not per-sample values"
 SUPPORTED: dict[str, str | None] = {
-    **dict.fromkeys((*CATEGORICAL, "fss", "crps", "spread_skill"), None),
+    **dict.fromkeys((*CATEGORICAL, "fss", "crps", "spread_skill", "rank_histogram"), None),
     "psd": None,  # the spectra (spectra.nc, spectra.png), written for every run
     **dict.fromkeys(("rmse", "mae"), "CRPS of a deterministic forecast is its MAE: use crps"),
-    "rank_histogram": "not written by task 'nowcast'; spread_skill reports ensemble dispersion",
     "bootstrap": _PER_SAMPLE,
 }
 _THRESHOLDS = (1.0, 2.0, 4.0, 8.0)  # mm/h
@@ -295,6 +295,9 @@ def _table(stats, minutes: Sequence[str], specs: Sequence[MetricSpec]) -> dict:
     for key in metric_specs.nowcast_keys(specs, list(table)):
         values = np.asarray(table[key], np.float64)
         out[key] = {m: float(v) for m, v in zip(minutes, values, strict=True)}
+    if stats.rank is not None and any(spec.name == "rank_histogram" for spec in specs):
+        ranks = np.asarray(stats.rank.frequencies(), np.float64)  # (lead, M + 1)
+        out["rank_histogram"] = {m: r.tolist() for m, r in zip(minutes, ranks, strict=True)}
     return out
 
 

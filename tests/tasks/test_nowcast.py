@@ -132,7 +132,7 @@ def test_ensemble_baseline_scores_with_a_member_axis(tmp_path):
         *TINY,
         "eval.baselines=[persistence, steps]",
         "eval.nowcast.members=3",
-        "eval.metrics=[csi, crps, spread_skill]",
+        "eval.metrics=[csi, crps, spread_skill, rank_histogram]",
         "train.epochs=1",
         "output.plots=false",
         f"output.workdir={tmp_path}",
@@ -154,6 +154,14 @@ def test_ensemble_baseline_scores_with_a_member_axis(tmp_path):
         - 0.5 * np.abs(f[:, :, None, 0] - f[:, None, :, 0]).mean((1, 2))
     ).mean()
     assert steps["crps"]["5"] == pytest.approx(crps, rel=1e-4)
+    # rank of each observation among its 3 members at 5 minutes (ties shared evenly), float64
+    below = (f[:, :, 0] < obs[:, None, 0]).sum(1)
+    tied = (f[:, :, 0] == obs[:, None, 0]).sum(1)
+    counts = np.zeros(4)
+    for lo, n in zip(below.ravel(), tied.ravel(), strict=True):
+        counts[lo : lo + n + 1] += 1.0 / (n + 1)
+    np.testing.assert_allclose(steps["rank_histogram"]["5"], counts / counts.sum(), rtol=1e-5)
+    assert "rank_histogram" not in result.metrics["persistence"]  # deterministic
 
 
 @pytest.mark.parametrize(
