@@ -14,7 +14,8 @@ Generator (``NowcastGenerator``), for a crop of ``H x W`` pixels (both divisible
   convolution and an upsampling residual block (``GBlock``) whose output feeds the next finer
   ConvGRU; unrolled over the leads with ``jax.lax.scan``; the finest output is depth-to-space'd
   (2x) to the full grid: a log-ratio ``delta`` per pixel and lead against the last observed
-  frame, rain ``(last + 0.1) * exp(delta)`` in mm/h (> 0). The paper emits rain directly; a
+  frame, rain ``max((last + 0.1) * exp(delta) - 0.1, 0)`` in mm/h (dry stays exactly dry
+  unless ``delta`` grows it). The paper emits rain directly; a
   fresh spectrally normalized stack emits nearly constant fields (signals shrink layer by
   layer, and the paper's batch norm is left out), which minutes of CPU training never get past:
   under the grid-cell loss on mostly dry radar Adam walks a constant output to zero rain. Anchored
@@ -309,7 +310,7 @@ class ConvGRU(nnx.Module):
 
 class NowcastGenerator(nnx.Module):
     """``(x (B, T, H, W, C) normalized, key, last (B, H, W) mm/h) -> rain (B, L, H, W)`` in
-    mm/h (> 0), relative to the last observed frame ``last``; see the module doc."""
+    mm/h (>= 0), relative to the last observed frame ``last``; see the module doc."""
 
     def __init__(self, cfg: NowcastGANConfig, spec: IOSpec, rngs: nnx.Rngs):
         steps, h, w, channels = _check_spec(spec)
@@ -401,7 +402,8 @@ class NowcastGenerator(nnx.Module):
                 inp = ups[i].apply(w_up[i], gru_out[i].apply(w_out[i], h))
             delta = depth_to_space(head.apply(w_head, jax.nn.relu(inp)), 2)[..., 0]
             # capped: exp(8) = 3000x the last frame is beyond any storm's growth in a lead
-            return new_hidden, (last + RAIN_OFFSET) * jnp.exp(jnp.minimum(delta, 8.0))
+            scaled = (last + RAIN_OFFSET) * jnp.exp(jnp.minimum(delta, 8.0)) - RAIN_OFFSET
+            return new_hidden, jax.nn.relu(scaled)
 
         _, frames = lax.scan(lead_step, states, None, length=self.leads)
         return jnp.moveaxis(frames, 0, 1)  # (B, L, H, W)
