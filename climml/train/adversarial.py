@@ -40,13 +40,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
-from tqdm.auto import tqdm
 
 from climml.config import TrainConfig
 from climml.errors import CheckpointError, ConfigError, expected
 from climml.models.nowcast_gan import NowcastGAN, NowcastGANConfig, sample, set_sigma_updates
 from climml.train.checkpoint import Checkpointer
 from climml.train.loop import FitResult, Progress
+from climml.train.progress import step_bar
 
 # --------------------------------------------------------------------------- losses
 
@@ -305,11 +305,12 @@ def fit_gan(
         pos = Progress.from_json(meta)
     base = jax.random.key(seed)
     n_batches = len(train_loader)
-    bar = tqdm(
-        total=cfg.epochs * n_batches,
-        initial=min(pos.epoch, cfg.epochs) * n_batches + pos.batch,
-        disable=not progress,
-        unit="step",
+    bar = step_bar(
+        epochs=cfg.epochs,
+        steps_per_epoch=n_batches,
+        epoch=pos.epoch,
+        batch=pos.batch,
+        enabled=progress,
     )
 
     def save():
