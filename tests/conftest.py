@@ -5,6 +5,12 @@ here. The CPU platform is pinned so that a GPU/TPU host runs the same 8-device s
 a device count already given in XLA_FLAGS is kept, any other flags there are kept as well. JAX's
 "strict" dtype promotion is not enabled suite-wide because optax's own Adam bias correction
 (python float ** int32 step) fails under it; float32 inputs are asserted in the tests instead.
+
+With pytest-xdist installed (the ``[dev]`` extra), a plain ``pytest`` (or one naming a folder)
+runs the tests in parallel processes, one per CPU core up to ``MAX_WORKERS``: most of the suite's
+time is XLA compiling, which is largely single-threaded. Each worker imports this file, so each
+has its own 8 devices. Named files and tests run in this process, as do ``-n 0`` and
+``-p no:xdist``; ``-n N`` and ``--dist`` choose otherwise.
 """
 
 import os
@@ -24,6 +30,44 @@ os.environ.setdefault("CLIMML_COMPILATION_CACHE", "off")
 import pytest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+# Each worker is a JAX process with 8 simulated devices and its own compiled functions: more
+# than a few cost memory and recompilation without speeding up a suite of this size.
+MAX_WORKERS = 4
+# Modules whose tests share nothing in-process (each notebook runs in its own Jupyter kernel):
+# their tests are handed to the workers one by one; every other module stays on one worker.
+_SPREAD_MODULES = {"test_notebooks.py"}
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_cmdline_main(config):
+    """Run in parallel unless the command line chose (``-n``, ``--pdb``) or xdist is absent,
+    keeping the groups below together unless ``--dist`` says otherwise. A wrapper, so that the
+    choice is made before xdist's own hook turns it into workers."""
+    options = config.option
+    # hasattr: a worker runs its tests itself
+    if config.pluginmanager.hasplugin("xdist") and not hasattr(config, "workerinput"):
+        if options.numprocesses is None and not options.usepdb and _names_a_folder(config):
+            options.numprocesses = "auto"
+            options.maxprocesses = options.maxprocesses or MAX_WORKERS
+        if options.numprocesses and options.dist == "no":
+            options.dist = "loadgroup"  # the groups of pytest_collection_modifyitems
+    return (yield)
+
+
+def _names_a_folder(config) -> bool:
+    """Whether the tests to run include a whole folder (a plain ``pytest`` names ``tests/``):
+    for single files and tests, starting workers (each importing JAX) costs more than it saves."""
+    here = config.invocation_params.dir
+    return any((here / arg.split("::")[0]).is_dir() for arg in config.args)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's worker reads the groups (--dist loadgroup)
+def pytest_collection_modifyitems(items):
+    """Keep each module's tests on one worker: module-scoped fixtures (trained models, stores)
+    and the functions its tests compile are then made once, not once per worker."""
+    for item in items:
+        if item.path.name not in _SPREAD_MODULES and not item.get_closest_marker("xdist_group"):
+            item.add_marker(pytest.mark.xdist_group(item.path.relative_to(ROOT).as_posix()))
 
 
 @pytest.fixture(scope="session", autouse=True)
