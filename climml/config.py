@@ -177,6 +177,11 @@ class EvalConfig:
     # Latitude weights of gridded scores: cell_area (exact spherical band areas, as
     # WeatherBench 2) | cos (cos(latitude)) | none (every grid point alike).
     area_weighting: str = "cell_area"
+    # Regression scores from a zarr store of the forecasts written chunk by chunk, as per-chunk
+    # sufficient statistics summed on data.dask's scheduler, ratio last (climml.tasks.
+    # out_of_core): true | false | auto (when the split's forecasts exceed memory_budget_gb).
+    out_of_core: bool | str = "auto"
+    memory_budget_gb: float = 2.0  # out_of_core auto threshold; a chunk's arrays take <= 1/4
     explain: ExplainConfig = ExplainConfig()
     nowcast: NowcastConfig = NowcastConfig()
 
@@ -271,6 +276,7 @@ RANGES: dict[str, Range] = {
     "train.ensemble_members": Range(1),
     "train.distributed.num_processes": Range(1),
     "train.distributed.process_id": Range(0),
+    "eval.memory_budget_gb": _POSITIVE,
     "eval.explain.n_repeats": Range(1),
     "eval.explain.max_passes": Range(1),
     "eval.explain.max_samples": Range(2),
@@ -572,7 +578,14 @@ def dump(cfg: Config) -> str:
 
 # Sections that say where and how a run executes, not what it computes: a job resumed on
 # another machine or cluster may change them.
-NOT_EXPERIMENT = ("output", "data.dask", "train.devices", "train.distributed")
+NOT_EXPERIMENT = (
+    "output",
+    "data.dask",
+    "train.devices",
+    "train.distributed",
+    "eval.out_of_core",  # the same scores (to float rounding) from a store
+    "eval.memory_budget_gb",
+)
 
 
 def differences(a: Config, b: Config, *, ignore: Sequence[str] = NOT_EXPERIMENT) -> list[str]:

@@ -56,12 +56,14 @@ def prepare(cfg: Config) -> Experiment:
     have finite, varying values in every split (class labels may be constant).
     """
     from climml import tasks
+    from climml.tasks import out_of_core
     from climml.train.losses import loss_terms
     from climml.train.optimizer import build_optimizer
     from climml.train.steps import compute_dtype
 
     config_mod.check(cfg)  # again: a config edited with dataclasses.replace skipped load()
     tasks.get(cfg.eval.task).check(cfg)
+    out_of_core.check(cfg)  # eval.out_of_core: true | false | auto, and true is possible
     if cfg.model.name == "nowcast_gan":
         from climml.train.adversarial import check as check_gan
 

@@ -24,6 +24,7 @@ forecast.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,18 +84,44 @@ def predict_store(
     stream = _Stream(cfg, workdir, input, chunk_steps)
     fingerprint = stream.fingerprint()
     done = _resume(output, fingerprint, force)
+    model = None
+
+    def chunk(k: int) -> xr.Dataset:
+        nonlocal model
+        model = model or stream.model()  # loaded only when a chunk is left to compute
+        return stream.chunk(model, k)
+
+    regions = [stream.region(k) for k in range(stream.n_chunks)]
+    computed = write_chunks(output, stream.template(fingerprint), chunk, regions, done=done)
+    return StreamResult(output, stream.n_chunks, computed)
+
+
+def write_chunks(
+    output: Path,
+    template: xr.Dataset,
+    chunk: Callable[[int], xr.Dataset],
+    regions: Sequence[Mapping[str, slice]],
+    *,
+    done: set[int] | None = None,
+) -> int:
+    """Write ``chunk(k)`` into ``regions[k]`` of the zarr store ``output`` for every chunk not
+    in ``done``, recording each finished chunk in ``output/climml_progress.json``; returns how
+    many were computed.
+
+    ``done=None`` starts the store: ``template`` (dask-backed variables, coordinates,
+    attributes) is written without its data first. ``chunk(k)`` returns the chunk's data
+    variables only (no coordinates: the template holds them). Memory is that of one chunk.
+    """
     if done is None:
-        stream.template(fingerprint).to_zarr(output, mode="w", compute=False)
+        template.to_zarr(output, mode="w", compute=False)
         done = set()
         _write_progress(output, done)
-    todo = [k for k in range(stream.n_chunks) if k not in done]
-    if todo:
-        model = stream.model()
-        for k in todo:
-            stream.chunk(model, k).to_zarr(output, region=stream.region(k))
-            done.add(k)
-            _write_progress(output, done)  # only after the chunk's data is in the store
-    return StreamResult(output, stream.n_chunks, len(todo))
+    todo = [k for k in range(len(regions)) if k not in done]
+    for k in todo:
+        chunk(k).to_zarr(output, region=dict(regions[k]))
+        done.add(k)
+        _write_progress(output, done)  # only after the chunk's data is in the store
+    return len(todo)
 
 
 class _Stream:

@@ -82,10 +82,18 @@ def check_data(cfg: Config, raw: xr.Dataset) -> None:
 
 
 def evaluate(exp: Experiment, model: Predictor, workdir: Path) -> dict:
-    """Score ``model`` and the configured baselines on ``exp.cfg.eval.split``."""
-    ds, scores = forecast_and_score(exp, model)
-    if exp.cfg.output.save_predictions:
-        ds.to_zarr(workdir / "predictions.zarr", mode="w")
+    """Score ``model`` and the configured baselines on ``exp.cfg.eval.split``; out of core
+    (forecasts streamed to ``predictions.zarr``, scores reduced from it chunk by chunk) when
+    ``eval.out_of_core`` selects it (``climml.tasks.out_of_core``)."""
+    from climml.tasks import out_of_core
+
+    if out_of_core.enabled(exp):
+        predictors = [model] + [fit_baseline(exp, name) for name in exp.cfg.eval.baselines]
+        ds, scores = out_of_core.forecast_and_score(exp, predictors, workdir)
+    else:
+        ds, scores = forecast_and_score(exp, model)
+        if exp.cfg.output.save_predictions:
+            ds.to_zarr(workdir / "predictions.zarr", mode="w")
     if exp.cfg.output.plots:
         from climml.viz.plots import plot_skill_by_lead
         from climml.viz.style import time_step_unit
@@ -96,7 +104,7 @@ def evaluate(exp: Experiment, model: Predictor, workdir: Path) -> dict:
             units=exp.raw[exp.cfg.data.target].attrs.get("units"),
             path=workdir / "skill_by_lead.png",
         )
-        if "member" in ds.dims:
+        if ds is not None and "member" in ds.dims:  # None: scored out of core, not kept
             from climml.viz.plots import plot_rank_histogram
 
             plot_rank_histogram(
