@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from climml.errors import ConfigError, DataError, expected
-from climml.models.conv import Conv
+from climml.models.conv import CONV_IMPLS, Conv
 from climml.models.registry import register
 from climml.types import IOSpec
 
@@ -38,6 +38,9 @@ class UNetConfig:
     skip_connections: concatenate encoder features into the decoder (the U in U-Net).
     lon_periodic: wrap-around padding along longitude for global grids.
     kernel_size: side of the square convolution windows.
+    conv_impl: ``"xla"`` (``lax.conv_general_dilated``, the faster one measured on CPU) or
+        ``"patches"`` (im2col + one matmul); same parameters and outputs, see
+        ``climml.models.conv``.
     """
 
     name: str = "unet"
@@ -48,6 +51,7 @@ class UNetConfig:
     skip_connections: bool = True
     lon_periodic: bool = False
     kernel_size: int = 3
+    conv_impl: str = "xla"
 
 
 def _norm(kind: str, features: int, rngs: nnx.Rngs) -> nnx.Module | None:
@@ -64,9 +68,10 @@ class ConvBlock(nnx.Module):
     def __init__(self, c_in: int, c_out: int, cfg: UNetConfig, rngs: nnx.Rngs):
         bias = cfg.normalization == "none"  # a norm layer's offset makes the conv bias redundant
         k = (cfg.kernel_size, cfg.kernel_size)
-        self.conv1 = Conv(c_in, c_out, k, use_bias=bias, lon_periodic=cfg.lon_periodic, rngs=rngs)
+        opts = dict(use_bias=bias, lon_periodic=cfg.lon_periodic, conv_impl=cfg.conv_impl)
+        self.conv1 = Conv(c_in, c_out, k, **opts, rngs=rngs)
         self.norm1 = _norm(cfg.normalization, c_out, rngs)
-        self.conv2 = Conv(c_out, c_out, k, use_bias=bias, lon_periodic=cfg.lon_periodic, rngs=rngs)
+        self.conv2 = Conv(c_out, c_out, k, **opts, rngs=rngs)
         self.norm2 = _norm(cfg.normalization, c_out, rngs)
         self.dropout = nnx.Dropout(cfg.dropout, rngs=rngs) if cfg.dropout > 0 else None
 
@@ -172,6 +177,8 @@ def _check(cfg: UNetConfig, spec: IOSpec) -> tuple[int, int]:
         raise ConfigError(expected("model.base_filters", "an integer >= 1", cfg.base_filters))
     if cfg.normalization not in NORMALIZATIONS:
         raise ConfigError(expected("model.normalization", NORMALIZATIONS, cfg.normalization))
+    if cfg.conv_impl not in CONV_IMPLS:
+        raise ConfigError(expected("model.conv_impl", CONV_IMPLS, cfg.conv_impl))
     if not 0.0 <= cfg.dropout < 1.0:
         raise ConfigError(expected("model.dropout", "a rate in [0, 1)", cfg.dropout))
     if cfg.kernel_size < 1 or cfg.kernel_size % 2 == 0:
