@@ -37,6 +37,7 @@ falls back to memory): ``auc`` (an exact ROC area ranks every sample at once), `
 
 from __future__ import annotations
 
+import functools
 import math
 import shutil
 from collections.abc import Mapping, Sequence
@@ -265,22 +266,20 @@ def score_dataset(
     chunked = {name: ds[name].chunk(layout) for name in (*names, "observed")}
     bounds = np.cumsum((0, *chunked["observed"].chunks[0]))
     valid_time = np.asarray(ds["valid_time"].values) if "valid_time" in ds.coords else None
+    # one delayed object per chunk, all sharing one graph; the plan is one task, sent once
+    blocks = [chunked[name].data.to_delayed().ravel() for name in (*names, "observed")]
+    shared = dask.delayed(plan, pure=True)
     parts = []
     for k in range(len(bounds) - 1):
-        rows = slice(int(bounds[k]), int(bounds[k + 1]))
-        arrays = [_block(chunked[name], k) for name in (*names, "observed")]
-        vt = None if valid_time is None else valid_time[rows]
-        parts.append(dask.delayed(_chunk_statistics)(plan, list(names), vt, *arrays))
+        vt = None if valid_time is None else valid_time[int(bounds[k]) : int(bounds[k + 1])]
+        arrays = [b[k] for b in blocks]
+        parts.append(dask.delayed(_chunk_statistics)(shared, list(names), vt, *arrays))
     total = _tree_sum(parts)
     nbytes = sum(ds[name].nbytes for name in (*names, "observed"))
     with cluster.compute_on(dask_spec, nbytes=nbytes):
         (stats,) = dask.compute(total)
     leads = [str(v) for v in ds["lead"].values] if "lead" in ds.coords else None
     return {name: _scores(plan, stats[name], leads) for name in names}
-
-
-def _block(array: xr.DataArray, k: int):
-    return array.data.blocks[k]
 
 
 def _tree_sum(parts: list):
@@ -311,12 +310,10 @@ def _chunk_statistics(plan: Plan, names: list[str], valid_time, *arrays) -> dict
     anom_o = _anomalies(plan, observed, valid_time)
     out = {}
     for name, forecast in zip(names, forecasts, strict=True):
-        values_f = forecast.astype(np.float32)
-        anom_f = _anomalies(plan, forecast, valid_time)
-        out[name] = {
-            i: _numpy(_statistics(spec, plan, (anom_f, anom_o), (values_f, values_o)))
-            for i, spec in enumerate(plan.specs)
-        }
+        values = (forecast.astype(np.float32), values_o)
+        anomalies = (_anomalies(plan, forecast, valid_time), anom_o)
+        stats = _statistics(anomalies, values, plan.weights, specs=plan.specs, space=plan.space)
+        out[name] = dict(enumerate(_numpy(stats)))
     return out
 
 
@@ -330,10 +327,16 @@ def _anomalies(plan: Plan, values: np.ndarray, valid_time) -> np.ndarray:
     return (values.astype(np.float64) - mean).astype(np.float32)
 
 
-def _statistics(spec: MetricSpec, plan: Plan, anomalies, values):
-    """The additive statistics of ``spec`` over one chunk, one entry per lead."""
-    name, p, space = spec.name, spec.params, plan.space
-    w = plan.weights
+# One program per chunk shape: the kernels called eagerly would dispatch (and some compile)
+# op by op for every chunk.
+@functools.partial(jax.jit, static_argnames=("specs", "space"))
+def _statistics(anomalies, values, weights, *, specs, space) -> list:
+    """The additive statistics of each spec over one chunk, one entry per lead."""
+    return [_spec_statistics(spec, space, weights, anomalies, values) for spec in specs]
+
+
+def _spec_statistics(spec: MetricSpec, space: tuple[int, ...], w, anomalies, values):
+    name, p = spec.name, spec.params
     if name in ("rmse", "mae", "bias"):
         per_time = cm_metrics.error_sums(*anomalies, axis=space, weights=w)
         return _time_sums(getattr(per_time, "mse" if name == "rmse" else name)())
@@ -341,11 +344,10 @@ def _statistics(spec: MetricSpec, plan: Plan, anomalies, values):
         return _time_sums(cm_metrics.acc(*anomalies, axis=space, weights=w, centered=p.centered))
     if name in ("acc", "correlation"):  # pooled over times (and points)
         return cm_metrics.comoments(*anomalies, axis=(0, *space), weights=w)
+    t = np.asarray(p.thresholds, np.float32)
     if name in CATEGORICAL:
-        t = np.asarray(p.thresholds, np.float32)
         return cm_metrics.contingency(*values, threshold=t, op=p.op, axis=(0, *space), weights=w)
     # fss: (K, L) sums per scale
-    t = np.asarray(p.thresholds, np.float32)
     return {
         s: cm_metrics.fss_sums(*values, threshold=t, window=s, op=p.op, axis=0) for s in p.scales
     }
@@ -353,9 +355,8 @@ def _statistics(spec: MetricSpec, plan: Plan, anomalies, values):
 
 def _time_sums(per_time) -> MeanSums:
     """Sum and count over the chunk's times of the finite per-time scores ``(n, L)``."""
-    per_time = np.asarray(per_time, np.float64)
-    finite = np.isfinite(per_time)
-    return MeanSums(np.where(finite, per_time, 0).sum(0), finite.sum(0).astype(np.float64))
+    finite = jnp.isfinite(per_time)
+    return MeanSums(jnp.where(finite, per_time, 0).sum(0), finite.sum(0))
 
 
 def _scores(plan: Plan, stats: dict, leads: list[str] | None) -> dict[str, dict[str, float]]:
