@@ -305,26 +305,31 @@ def _numpy(stats: Any) -> Any:
 
 def _chunk_statistics(plan: Plan, names: list[str], valid_time, *arrays) -> dict:
     """``{name: {spec index: statistics}}`` of one chunk ``(n, L, *grid)`` per variable."""
-    *forecasts, observed = (np.asarray(a) for a in arrays)
-    values_o = observed.astype(np.float32)
-    anom_o = _anomalies(plan, observed, valid_time)
+    *forecasts, observed = (np.asarray(a, np.float32) for a in arrays)  # no copy of float32
+    mean = _mean_at(plan, observed.shape, valid_time)
+    anom_o = _anomalies(observed, mean)
     out = {}
     for name, forecast in zip(names, forecasts, strict=True):
-        values = (forecast.astype(np.float32), values_o)
-        anomalies = (_anomalies(plan, forecast, valid_time), anom_o)
-        stats = _statistics(anomalies, values, plan.weights, specs=plan.specs, space=plan.space)
+        anomalies = (_anomalies(forecast, mean), anom_o)
+        stats = _statistics(
+            anomalies, (forecast, observed), plan.weights, specs=plan.specs, space=plan.space
+        )
         out[name] = dict(enumerate(_numpy(stats)))
     return out
 
 
-def _anomalies(plan: Plan, values: np.ndarray, valid_time) -> np.ndarray:
-    """``values - mean`` at the valid time in float64 (exact anomalies of float32 values of
-    any offset), then float32 as the in-memory path scores them."""
+def _mean_at(plan: Plan, shape: tuple[int, ...], valid_time) -> np.ndarray | None:
+    """The normalizer's float64 mean of the target at each value's valid time, ``shape``
+    (None without a normalizer)."""
     if plan.normalizer is None:
-        return values.astype(np.float32)
-    zeros = np.zeros(values.shape, np.float64)
-    mean = plan.normalizer.invert(zeros, plan.target, time=valid_time)  # (n, L, *grid)
-    return (values.astype(np.float64) - mean).astype(np.float32)
+        return None
+    return plan.normalizer.invert(np.zeros(shape, np.float64), plan.target, time=valid_time)
+
+
+def _anomalies(values: np.ndarray, mean: np.ndarray | None) -> np.ndarray:
+    """``values - mean`` in float64 (exact anomalies of float32 values of any offset), then
+    float32 as the in-memory path scores them."""
+    return values if mean is None else (values - mean).astype(np.float32)
 
 
 # One program per chunk shape: the kernels called eagerly would dispatch (and some compile)
