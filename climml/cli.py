@@ -76,7 +76,8 @@ def _parser() -> argparse.ArgumentParser:
             sub.add_argument(
                 "--input",
                 help="stream the model over this zarr store / netCDF (larger than memory), "
-                "chunk by chunk, into --output PATH.zarr; resumable",
+                "chunk by chunk, into --output PATH.zarr; resumable (tasks regression and "
+                "segmentation)",
             )
             sub.add_argument(
                 "--chunk-steps",

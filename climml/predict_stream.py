@@ -4,9 +4,11 @@
 every complete input window of ``X`` (a zarr store, netCDF file or glob holding the config's
 input variables on the training grid) and writes ``Y.zarr`` in the layout of ``climml
 predict``: variable ``model`` over ``(time, lead, *target dims)`` in the target's physical
-units, ``time`` the initialization (last input) time, ``valid_time``/``lead_time``
+units (task ``segmentation``: int8 class masks, the argmax of the logits, with the target's CF
+flags), ``time`` the initialization (last input) time, ``valid_time``/``lead_time``
 coordinates, and attributes naming the model, the experiment's config hash and the climml
-version.
+version. Tasks ``reconstruction`` and ``nowcast`` are not streamed (``UNSTREAMED`` says why; a
+``ConfigError``).
 
 Memory stays bounded by the chunk, not the input: the output time axis is cut into chunks of
 ``chunk_steps`` initializations; for each, the ``WindowLoader`` reads only the input steps its
@@ -42,6 +44,12 @@ from climml.data.open import conform, open_dataset
 from climml.data.sources import load_source
 from climml.errors import ConfigError, DataError, expected
 
+# what --input streams: regression forecasts in the target's units, segmentation class masks
+STREAMED = ("regression", "segmentation")
+UNSTREAMED = {
+    "reconstruction": "an autoencoder's output is its input: use `climml predict --split`",
+    "nowcast": "nowcasts need their baselines' optical flow over each event: use --split",
+}
 PROGRESS_FILE = "climml_progress.json"  # {"done": [chunk numbers]} inside the output store
 CHUNK_BYTES = 32 * 2**20  # default input bytes per chunk
 
@@ -77,8 +85,9 @@ def predict_store(
     output, workdir = Path(output), Path(workdir)
     if output.suffix != ".zarr":
         raise ConfigError(expected("--output", "a path ending in .zarr (streamed output)", output))
-    if cfg.eval.task != "regression" or cfg.data.num_classes is not None:
-        want = "eval.task 'regression' (forecasts in the target's units)"
+    if cfg.eval.task not in STREAMED:
+        why = "; ".join(f"{task}: {reason}" for task, reason in UNSTREAMED.items())
+        want = f"one of {list(STREAMED)} for --input ({why})"
         raise ConfigError(expected("eval.task", want, repr(cfg.eval.task)))
     tasks.get(cfg.eval.task).check(cfg)
     stream = _Stream(cfg, workdir, input, chunk_steps)
@@ -130,6 +139,7 @@ class _Stream:
     def __init__(self, cfg: Config, workdir: Path, input: str | Path, chunk_steps: int | None):
         d = cfg.data
         self.cfg, self.workdir, self.input = cfg, workdir, str(input)
+        self.classes = d.num_classes if cfg.eval.task == "segmentation" else None
         path = workdir / "normalizer.nc"
         if not path.is_file():
             want = "a trained run (run `climml train` first)"
@@ -194,16 +204,18 @@ class _Stream:
         space = [str(x) for x in self.target_template.dims]
         shape = (len(self.anchors), len(d.leads), *self.target_template.shape)
         chunks = (self.chunk_steps, len(d.leads), *self.target_template.shape)
-        data = da.zeros(shape, chunks=chunks, dtype=np.float32)
-        units = self.reference[d.target].attrs.get("units", "")
+        dtype = np.float32 if self.classes is None else np.int8
+        data = da.zeros(shape, chunks=chunks, dtype=dtype)
+        target = self.reference[d.target].attrs
+        if self.classes is None:
+            what, var_attrs = "forecasts", {"units": target.get("units", "")}
+        else:  # as segmentation.to_dataset: the classes' CF flags
+            flags = ("flag_values", "flag_meanings")
+            what, var_attrs = "class masks", {k: v for k, v in target.items() if k in flags}
         ds = xr.Dataset(
-            {"model": (("time", "lead", *space), data, {"units": units})},
+            {"model": (("time", "lead", *space), data, var_attrs)},
             coords=self._coords(),
-            attrs={
-                "description": f"forecasts of {d.target}",
-                "target": d.target,
-                **attrs,
-            },
+            attrs={"description": f"{what} of {d.target}", "target": d.target, **attrs},
         )
         return with_lead_time(ds)
 
@@ -235,7 +247,8 @@ class _Stream:
 
         d = self.cfg.data
         probe = self._loader(self._window(0, d.input_steps), np.array([d.input_steps - 1]))
-        spec = IOSpec(probe.spec.input_shape, (len(d.leads), *self.target_template.shape))
+        output = (len(d.leads), *self.target_template.shape)
+        spec = IOSpec(probe.spec.input_shape, output, self.classes)
         seed = self.cfg.seed
         module = models.build(self.cfg.model, spec, nnx.Rngs(params=seed, dropout=seed + 1))
         # steps_per_epoch only sizes the learning-rate schedule, which restoring does not use
@@ -274,7 +287,8 @@ class _Stream:
         )
 
     def chunk(self, model, k: int) -> xr.Dataset:
-        """Chunk ``k``'s forecasts in physical units, ready for its region of the store."""
+        """Chunk ``k``'s forecasts in physical units (segmentation: int8 class masks, the
+        argmax of the logits), ready for its region of the store."""
         rows = self.rows(k)
         anchors = self.anchors[rows]
         lo = int(anchors[0]) - self.cfg.data.input_steps + 1
@@ -283,6 +297,10 @@ class _Stream:
         for batch in loader.epoch(0):
             keep = np.asarray(batch.weight) > 0
             parts.append(model.predict(batch)[keep])
+        dims = ("time", "lead", *map(str, self.target_template.dims))
+        if self.classes is not None:  # (N, L, *target, K) logits
+            masks = np.argmax(np.concatenate(parts), axis=-1).astype(np.int8)
+            return xr.Dataset({"model": (dims, masks)})
         normalized = np.concatenate(parts)  # (N, L, *target)
         valid_time = self.valid_time[rows]
         target = self.cfg.data.target
@@ -295,7 +313,6 @@ class _Stream:
             ],
             axis=1,
         )
-        dims = ("time", "lead", *map(str, self.target_template.dims))
         return xr.Dataset({"model": (dims, physical.astype(np.float32))})
 
 

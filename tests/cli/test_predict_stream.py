@@ -163,3 +163,51 @@ def test_peak_memory_does_not_grow_with_the_input(trained, overrides, tmp_path):
     assert abs(peak["large"] - peak["small"]) < 0.5 * 2**20
     assert peak["large"] < large_bytes
     assert xr.open_zarr(tmp_path / "predicted_large.zarr").sizes["time"] == 3600 - 2
+
+
+# segmentation: a U-Net's class masks streamed (the small run of tests/tasks/test_segmentation.py)
+SEGMENTATION = [
+    "data.source_args.n_times=200",
+    "data.splits.train=['2000-01-01', '2000-02-05']",
+    "data.splits.val=['2000-02-08', '2000-02-14']",
+    "data.splits.test=['2000-02-17', '2000-02-28']",
+    "model.base_filters=4",
+    "train.epochs=1",
+    "output.progress=false",
+]
+
+
+def test_streamed_class_masks_equal_the_in_memory_segmentation(tmp_path):
+    from climml.data.synthetic.weather import extreme_weather
+
+    workdir = tmp_path / "run"
+    cfg = config.load("configs/unet_extremes.yaml", SEGMENTATION)
+    pipeline.train(cfg, workdir)
+    store = tmp_path / "weather.zarr"
+    source = dict(cfg.data.source_args)
+    extreme_weather(**source).chunk({"time": 32}).to_zarr(store)
+    out = tmp_path / "masks.zarr"
+    done = predict_stream.predict_store(cfg, workdir, store, out, chunk_steps=48)
+    assert (done.chunks, done.computed) == (5, 5)  # 200 initializations (input_steps 1, lead 0)
+    streamed = xr.open_zarr(out)
+    in_memory = xr.open_zarr(pipeline.predict(cfg, workdir, split="test",
+                                              output=tmp_path / "test.zarr"))  # fmt: skip
+    same = streamed.sel(time=in_memory["time"])
+    assert same["model"].dtype == in_memory["model"].dtype == np.int8
+    np.testing.assert_array_equal(same["model"].values, in_memory["model"].values)
+    assert set(np.unique(streamed["model"].values)) <= {0, 1, 2}
+    assert streamed["model"].attrs == in_memory["model"].attrs
+    assert streamed["model"].attrs["flag_meanings"].split()[1] == "tropical_cyclone"
+    assert streamed.attrs["description"] == "class masks of label"
+
+
+@pytest.mark.parametrize(
+    ("path", "task"), [("configs/autoencoder.yaml", "reconstruction"),
+                       ("configs/nowcast_synthetic.yaml", "nowcast")]
+)  # fmt: skip
+def test_tasks_without_streamed_prediction_are_config_errors(tmp_path, path, task):
+    cfg = config.load(path)
+    assert cfg.eval.task == task
+    with pytest.raises(ConfigError, match=rf"eval.task: expected one of \['regression', "
+                       rf"'segmentation'\] for --input \(.*{task}: .*found '{task}'"):  # fmt: skip
+        predict_stream.predict_store(cfg, tmp_path, tmp_path / "x.zarr", tmp_path / "y.zarr")
