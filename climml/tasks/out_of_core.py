@@ -37,6 +37,7 @@ falls back to memory): ``auc`` (an exact ROC area ranks every sample at once), `
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import shutil
@@ -51,7 +52,7 @@ import numpy as np
 import xarray as xr
 
 from climml import metrics as cm_metrics
-from climml.config import Config
+from climml.config import Config, DaskConfig
 from climml.data import cluster
 from climml.data.normalize import Normalizer
 from climml.errors import ConfigError, expected
@@ -147,32 +148,29 @@ def forecast_and_score(
     ``chunk_steps``).
     """
     from climml.predict_stream import write_chunks
+    from climml.tasks.regression import to_dataset
 
     cfg = exp.cfg
     keep = cfg.output.save_predictions
     path = Path(workdir) / ("predictions.zarr" if keep else SCRATCH)
     names = [p.name for p in predictors]
-    steps = steps or chunk_steps(exp, len(predictors))
-    anchors = exp.anchors[cfg.eval.split]
-    n_chunks = -(-len(anchors) // steps)
     functions = {p.name: p.predict for p in predictors}
+    anchors = exp.anchors[cfg.eval.split]
+    steps = steps or chunk_steps(exp, len(predictors))
+    rows = [slice(lo, min(lo + steps, len(anchors))) for lo in range(0, len(anchors), steps)]
 
     def chunk(k: int) -> xr.Dataset:
-        part = Experiment(cfg, exp.raw, exp.dataset, exp.normalizer, {"chunk": anchors[_rows(k)]})
+        """Chunk ``k``'s forecasts and observations (NaN where missing), physical units."""
+        part = dataclasses.replace(exp, anchors={"chunk": anchors[rows[k]]})
         outputs = collect(part.loader("chunk"), functions)
         observed = np.where(outputs["valid"] > 0, outputs["observed"], np.nan)
         arrays = {name: outputs[name] for name in names} | {"observed": observed}
-        from climml.tasks.regression import to_dataset
-
         ds = to_dataset(exp, arrays, outputs["anchor"])
         return ds.drop_vars(list(ds.coords))  # the template holds them
 
-    def _rows(k: int) -> slice:
-        return slice(k * steps, min((k + 1) * steps, len(anchors)))
-
     template = _template(exp, [*names, "observed"], anchors, steps)
-    regions = [{"time": _rows(k)} | {str(d): slice(None) for d in template.dims if d != "time"}
-               for k in range(n_chunks)]  # fmt: skip
+    whole = {str(d): slice(None) for d in template.dims if d != "time"}
+    regions = [{"time": r} | whole for r in rows]
     write_chunks(path, template, chunk, regions)
     store = xr.open_zarr(path)
     try:
@@ -209,11 +207,8 @@ def _template(exp: Experiment, names: Sequence[str], anchors: np.ndarray, steps:
         **{d: target[d].values for d in space if d in target.coords},
     }
     units = {"units": target.attrs.get("units", "")}
-    data = {
-        name: (("time", "lead", *space), da.zeros(shape, np.float32, chunks=(steps, *shape[1:])),
-               units)
-        for name in names
-    }  # fmt: skip
+    zeros = da.zeros(shape, np.float32, chunks=(steps, *shape[1:]))
+    data = {name: (("time", "lead", *space), zeros, units) for name in names}
     return xr.Dataset(data, coords, attrs={"description": f"forecasts of {cfg.data.target}"})
 
 
@@ -240,7 +235,7 @@ def score_dataset(
     weights: np.ndarray | None = None,
     normalizer: Normalizer | None = None,
     target: str = "",
-    dask_spec=None,
+    dask_spec: DaskConfig | None = None,
 ) -> dict[str, dict[str, dict[str, float]]]:
     """``{name: {metric: {lead: value}}}`` of the variables ``names`` of ``ds`` scored against
     ``ds["observed"]`` out of core (see the module docstring).
