@@ -39,15 +39,15 @@ for each other while other processes hold the cores), so the best thread count i
 peer. JAX compilation is excluded from the step times and printed separately; every contender
 runs one untimed call first.
 
-Install (the peer; ``pip install -e ".[bench]"`` has torch): ``dgmr`` pins tensorflow,
-pytorch_lightning, wandb, datasets, so it is installed without its dependencies plus the two
-its model modules import::
+Install (the peer): dgmr pins tensorflow, pytorch_lightning, wandb and datasets, none of which
+its model modules import, so it goes in without its dependencies; the ``[bench]`` extra has
+torch, einops and huggingface_hub (< 1: 0.36 adds only hf-xet, 2.x an httpx stack)::
 
-    pip install --no-deps dgmr einops && pip install "huggingface_hub>=0.23.3,<1"
+    pip install -e ".[bench]" && pip install --no-deps dgmr
 
-(huggingface_hub 2.x also needs httpx2; 0.36 adds only hf-xet.) dgmr's package ``__init__``
-imports the Lightning module, so this script imports ``dgmr.common``, ``dgmr.generators`` and
-``dgmr.discriminators`` without running it (``load_dgmr``).
+dgmr's package ``__init__`` imports the Lightning module, so this script imports
+``dgmr.common``, ``dgmr.generators`` and ``dgmr.discriminators`` without running it
+(``load_dgmr``).
 
     python benchmarks/nowcast.py              # batch 2, 4 -> 6 frames, 128 x 128, base 4
     python benchmarks/nowcast.py --shipped    # + dgmr's training_step as shipped
@@ -89,10 +89,7 @@ def load_dgmr() -> types.SimpleNamespace:
     and torchvision through the Lightning module): a bare package object stands in for it."""
     spec = importlib.util.find_spec("dgmr")
     if spec is None or spec.submodule_search_locations is None:
-        sys.exit(
-            "dgmr is not installed: pip install --no-deps dgmr einops "
-            "&& pip install 'huggingface_hub>=0.23.3,<1'"
-        )
+        sys.exit("dgmr is not installed: pip install -e '.[bench]' && pip install --no-deps dgmr")
     if "dgmr" not in sys.modules:
         pkg = types.ModuleType("dgmr")
         pkg.__path__ = list(spec.submodule_search_locations)
