@@ -1,9 +1,10 @@
 """Where dask computes: the threaded scheduler, a ``dask.distributed`` LocalCluster, or any
 running scheduler (``data.dask`` of the config, or ``DASK_SCHEDULER_ADDRESS``).
 
-The statistics of a run (``Normalizer.fit`` on the training split, out-of-core scores of
-``climml.metrics.xr`` on dask-backed forecasts: sufficient statistics per chunk, summed, ratio
-last) and ``convert_to_zarr`` run inside ``compute_on(spec)``, which routes every dask
+The statistics of a run (``Normalizer.fit`` on the training split, the climatology baseline,
+the out-of-core scores of ``climml.tasks.out_of_core`` on the streamed ``predictions.zarr``:
+sufficient statistics per chunk, summed, ratio last) and ``convert_to_zarr`` run inside
+``compute_on(spec)``, which routes every dask
 computation of the block to the chosen scheduler. A scheduler address makes the same job run
 on a Dask cluster started by dask-jobqueue (Slurm, PBS), dask-gateway or the Dask Kubernetes
 operator; climml starts nothing there, it only connects.
