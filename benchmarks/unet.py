@@ -5,7 +5,9 @@ block, 2x2 stride-2 transposed-conv upsampling, skip concatenation, a 1x1 head t
 pixel cross-entropy, Adam. Same depth, filters, grid, batch; PyTorch limited to the same number
 of threads as XLA's CPU client uses (all cores of the machine).
 
-Also printed: the forward + backward speed of one 3x3 conv through ``lax.conv_general_dilated``
+Also timed: the same climml U-Net with ``model.conv_impl: patches`` (im2col convolutions,
+``climml.models.conv``), printed as its speed relative to the default ``xla``. Also printed: the
+forward + backward speed of one 3x3 conv through ``lax.conv_general_dilated``
 compiled with XLA's defaults, and climml's achieved FLOP/s as a fraction of a float32 matmul
 peak measured in the same run.
 
@@ -84,10 +86,20 @@ def unet_flops(batch: int, grid: int, channels: int, depth: int, filters: int, c
     return 3 * fwd * batch
 
 
-def climml_step(batch: int, grid: int, channels: int, depth: int, filters: int, classes: int):
-    """A jitted climml U-Net train step (functional NNX form) and its first arguments."""
+def climml_step(
+    batch: int,
+    grid: int,
+    channels: int,
+    depth: int,
+    filters: int,
+    classes: int,
+    conv_impl: str = "xla",
+):
+    """A climml U-Net train step (functional NNX form) and its first arguments; ``conv_impl``
+    as ``model.conv_impl`` (``climml.models.conv``)."""
     spec = IOSpec((1, grid, grid, channels), (1, grid, grid), num_classes=classes)
-    model = build(UNetConfig(depth=depth, base_filters=filters), spec, nnx.Rngs(0))
+    cfg = UNetConfig(depth=depth, base_filters=filters, conv_impl=conv_impl)
+    model = build(cfg, spec, nnx.Rngs(0))
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     tx = optax.adam(1e-3)
 
@@ -226,8 +238,10 @@ def main() -> None:
 
     dims = (a.batch, a.grid, a.channels, a.depth, a.filters, a.classes)
     step, args = climml_step(*dims)
+    patch_step, patch_args = climml_step(*dims, conv_impl="patches")
     contenders = {
         "climml (jax.jit)": run_jax(jax.jit(step), args, a.steps),
+        "climml conv_impl=patches": run_jax(jax.jit(patch_step), patch_args, a.steps),
         "torch": torch_step(*dims, channels_last=False)(a.steps),
         "torch channels_last": torch_step(*dims, channels_last=True)(a.steps),
     }
@@ -250,7 +264,8 @@ def main() -> None:
     climml_t = best["climml (jax.jit)"]
     print(
         f"ratio climml (jax.jit) / best torch: {torch_t / climml_t:.2f}x; "
-        f"FLOP/s / matmul peak: {flops / climml_t / 1e9 / peak:.0%}"
+        f"FLOP/s / matmul peak: {flops / climml_t / 1e9 / peak:.0%}; "
+        f"conv_impl=patches / xla: {climml_t / best['climml conv_impl=patches']:.2f}x"
     )
 
 
