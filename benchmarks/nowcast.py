@@ -163,7 +163,9 @@ class Climml:
     """climml's GAN: jitted D / G steps and sampler on fixed synthetic batches."""
 
     def __init__(self, a, rain: np.ndarray):
+        extra = {"conv_impl": a.conv_impl} if a.conv_impl else {}
         cfg = NowcastGANConfig(
+            **extra,
             base_channels=a.base,
             latent_channels=a.latent,
             disc_channels=DGMR_DISC_WIDTH,
@@ -174,6 +176,7 @@ class Climml:
         )
         spec = IOSpec((STEPS_IN, a.grid, a.grid, 1), (a.leads, a.grid, a.grid))
         self.model = NowcastGAN(cfg, spec, nnx.Rngs(0))
+        self.conv_impl = getattr(cfg, "conv_impl", "xla")
         self.state = init_gan_state(self.model)
         self.d_step, self.g_step = make_steps(self.model)
         self.sampler = make_sampler(self.model)
@@ -445,6 +448,9 @@ def main() -> None:
         help="torch thread counts to time, comma-separated (each is a contender; on a loaded "
         "CPU 2 threads can be 20x slower than 1: OpenMP spin-waits)",
     )
+    p.add_argument(
+        "--conv-impl", help="climml's model.conv_impl ('xla' or 'patches'; default: the model's)"
+    )
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--sample-reps", type=int, default=2, help="sampling calls per round")
     a = p.parse_args()
@@ -488,6 +494,7 @@ def main() -> None:
     ours, theirs = Climml(a, rain), Dgmr(a, rain, dg)
     (gp, dp), (tgp, tdp) = ours.params(), theirs.params()
     (gf, df), (tgf, tdf) = ours.flops(), theirs.flops()
+    print(f"climml convolutions: conv_impl {ours.conv_impl!r}")
     print(f"parameters    G: climml {gp:,} / dgmr {tgp:,};  D: climml {dp:,} / dgmr {tdp:,}")
     print(
         f"forward GFLOP G (batch {a.batch}): climml {gf / 1e9:.2f} / dgmr {tgf / 1e9:.2f};  "
