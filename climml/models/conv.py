@@ -63,7 +63,8 @@ def patch_conv(
     supported; input dilation and feature groups are not (``ConfigError``).
     """
     n_sp = lhs.ndim - 2
-    if dimension_numbers is not None and dimension_numbers != _channels_last(lhs.ndim):
+    numbers = lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
+    if dimension_numbers is not None and numbers != _channels_last(lhs.ndim):
         want = "channels-last lhs/out and (*window, in, out) kernels"
         raise ConfigError(expected("conv_impl='patches' operands", want, dimension_numbers))
     if feature_group_count != 1 or any(d != 1 for d in lhs_dilation or ()):
@@ -99,6 +100,14 @@ def patch_conv(
         preferred_element_type=preferred_element_type,
         out_sharding=out_sharding,
     )
+
+
+def conv_function(conv_impl: str) -> Callable[..., jax.Array]:
+    """The convolution of ``conv_impl`` (``CONV_IMPLS``), with the signature of
+    ``lax.conv_general_dilated``; ``ConfigError`` naming ``model.conv_impl`` for another."""
+    if conv_impl not in CONV_IMPLS:
+        raise ConfigError(expected("model.conv_impl", CONV_IMPLS, conv_impl))
+    return patch_conv if conv_impl == "patches" else lax.conv_general_dilated
 
 
 def _channels_last(ndim: int) -> lax.ConvDimensionNumbers:
@@ -162,9 +171,7 @@ class Conv(nnx.Conv):
         rngs: nnx.Rngs,
         **kwargs: Any,
     ):
-        if conv_impl not in CONV_IMPLS:
-            raise ConfigError(expected("model.conv_impl", CONV_IMPLS, conv_impl))
-        conv = patch_conv if conv_impl == "patches" else lax.conv_general_dilated
+        conv = conv_function(conv_impl)
         if lon_periodic:
             conv = _lon_periodic(conv)
         if conv is not lax.conv_general_dilated:

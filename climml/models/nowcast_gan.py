@@ -54,6 +54,7 @@ from flax import nnx
 from jax import lax
 
 from climml.errors import ConfigError, expected
+from climml.models.conv import conv_function
 from climml.models.registry import register
 from climml.types import IOSpec
 
@@ -74,6 +75,8 @@ class NowcastGANConfig:
         grid.
     attention: spatial self-attention in the latent stack.
     spectral_norm: spectral normalization of every layer (paper: yes).
+    conv_impl: ``"patches"`` (im2col + one matmul, 2.2x faster per CPU training step at the CPU
+        size than XLA's convolutions) or ``"xla"``; same parameters (``climml.models.conv``).
     lr_generator / lr_discriminator: Adam learning rates (paper: 5e-5 / 2e-4).
     beta1 / beta2: Adam's moment decays (paper: 0 / 0.999).
     disc_steps: discriminator updates per generator update (paper: 2).
@@ -91,6 +94,7 @@ class NowcastGANConfig:
     disc_crop: int = 32
     attention: bool = True
     spectral_norm: bool = True
+    conv_impl: str = "patches"
     lr_generator: float = 5e-5
     lr_discriminator: float = 2e-4
     beta1: float = 0.0
@@ -156,6 +160,7 @@ class SNConv(_Spectral):
         self.bias = nnx.Param(jnp.zeros((c_out,)))
         self.dims = dims
         self._init_sn(c_out, sn, rngs)
+        self.conv_impl = "patches"  # NowcastGAN sets model.conv_impl
 
     def weights(self) -> tuple[jax.Array, jax.Array]:
         return self.normalized(self.kernel[...]), self.bias[...]
@@ -164,7 +169,7 @@ class SNConv(_Spectral):
         kernel, bias = weights
         spatial = "DHW"[-self.dims :]
         numbers = (f"N{spatial}C", f"{spatial}IO", f"N{spatial}C")
-        y = lax.conv_general_dilated(
+        y = conv_function(self.conv_impl)(
             x, kernel.astype(x.dtype), (1,) * self.dims, "SAME", dimension_numbers=numbers
         )
         return y + bias.astype(x.dtype)
@@ -519,6 +524,10 @@ class NowcastGAN(nnx.Module):
         self.cfg = cfg
         self.generator = NowcastGenerator(cfg, spec, rngs)
         self.discriminator = NowcastDiscriminator(cfg, spec, rngs)
+        conv_function(cfg.conv_impl)  # a ConfigError naming model.conv_impl if unknown
+        for _, sub in nnx.iter_graph(self):
+            if isinstance(sub, SNConv):
+                sub.conv_impl = cfg.conv_impl
 
     def __call__(self, x: jax.Array, key: jax.Array, last: jax.Array) -> jax.Array:
         return self.generator(x, key, last)

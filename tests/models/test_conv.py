@@ -9,7 +9,8 @@ from flax import nnx
 from jax import lax
 
 from climml.errors import ConfigError
-from climml.models import IOSpec, build, conv
+from climml.models import IOSpec, build, conv, nowcast_gan
+from climml.models.nowcast_gan import NowcastGAN, NowcastGANConfig, SNConv
 from climml.models.unet import UNetConfig
 
 
@@ -199,3 +200,35 @@ def test_unet_patches_has_the_xla_unets_parameters_and_outputs():
     states = [nnx.to_pure_dict(nnx.state(net)) for net in nets]
     assert jax.tree.structure(states[0]) == jax.tree.structure(states[1])
     np.testing.assert_allclose(nets[1](x), nets[0](x), rtol=1e-4, atol=1e-5)
+
+
+def test_gan_conv_impls_give_the_same_model():
+    """The GAN's spectrally normalized convolutions (2-D and the temporal discriminator's 3-D)
+    under either formulation: same parameters, same generator sample and discriminator scores."""
+    spec = IOSpec((2, 32, 32, 1), (2, 32, 32))
+    tiny = dict(base_channels=1, disc_channels=2, disc_frames=2, disc_crop=16, attention=False)
+    models = {
+        impl: NowcastGAN(NowcastGANConfig(**tiny, conv_impl=impl), spec, nnx.Rngs(0))
+        for impl in ("xla", "patches")
+    }
+    convs = [m for _, m in nnx.iter_graph(models["patches"]) if isinstance(m, SNConv)]
+    assert {c.dims for c in convs} == {2, 3} and {c.conv_impl for c in convs} == {"patches"}
+    states = {k: nnx.to_pure_dict(nnx.state(m)) for k, m in models.items()}
+    jax.tree.map(np.testing.assert_array_equal, states["patches"], states["xla"])
+
+    x = jax.random.normal(jax.random.key(6), (2, 2, 32, 32, 1))
+    last = jnp.abs(x[:, -1, ..., 0])
+    seq = jnp.abs(jax.random.normal(jax.random.key(7), (2, 4, 32, 32)))
+    out = {}
+    for impl, model in models.items():
+        nowcast_gan.set_sigma_updates(model, False)
+        out[impl] = (
+            model(x, jax.random.key(8), last),
+            model.discriminator.score_spatial(seq, jax.random.key(9)),
+            model.discriminator.score_temporal(seq, jax.random.key(9)),
+        )
+    assert float(jnp.std(out["xla"][0])) > 0
+    for got, want in zip(out["patches"], out["xla"], strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ConfigError, match="model.conv_impl"):
+        NowcastGAN(NowcastGANConfig(**tiny, conv_impl="im2col"), spec, nnx.Rngs(0))
