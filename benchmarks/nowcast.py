@@ -1,7 +1,6 @@
-"""GAN nowcaster (DGMR-style) on CPU: climml (JAX/Flax NNX) vs the ``dgmr`` PyTorch package, one
-process.
+"""GAN nowcaster (DGMR-style) on CPU: climml (JAX/Flax NNX) vs the dgmr PyTorch package.
 
-Two measurements, rounds alternating between the contenders (the CPU may be shared), best and
+Two measurements in one process, rounds alternating between the contenders (the CPU may be shared), best and
 median round reported, ratio = torch time / climml time (> 1: climml faster):
 
 1. one training step: ``disc_steps`` discriminator updates + one generator update whose
@@ -51,7 +50,7 @@ dgmr's package ``__init__`` imports the Lightning module, so this script imports
 
     python benchmarks/nowcast.py              # batch 2, 4 -> 6 frames, 128 x 128, base 4
     python benchmarks/nowcast.py --shipped    # + dgmr's training_step as shipped
-    python benchmarks/nowcast.py --quick      # smoke run (1 round, 4 -> 2 frames)
+    python benchmarks/nowcast.py --quick      # smoke run (1 round, 4 -> 2 frames, torch 1 thread)
     python benchmarks/nowcast.py --paper --only sample   # the paper's generator, 256 x 256
 """
 
@@ -444,9 +443,8 @@ def main() -> None:
     p.add_argument("--members", type=int, default=8, help="ensemble members for sampling")
     p.add_argument(
         "--threads",
-        default="1,2",
-        help="torch thread counts to time, comma-separated (each is a contender; on a loaded "
-        "CPU 2 threads can be 20x slower than 1: OpenMP spin-waits)",
+        help="torch thread counts to time, comma-separated, each a contender (default 1,2; "
+        "--quick: 1). On a loaded CPU 2 threads can be 20x slower than 1: OpenMP spin-waits",
     )
     p.add_argument(
         "--conv-impl", help="climml's model.conv_impl ('xla' or 'patches'; default: the model's)"
@@ -469,7 +467,7 @@ def main() -> None:
 
     import torch
 
-    threads = [int(n) for n in a.threads.split(",")]
+    threads = [int(n) for n in (a.threads or ("1" if a.quick else "1,2")).split(",")]
     torch.set_num_threads(max(threads))
     dg = load_dgmr()
     print(f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC; {machine()}")
