@@ -1,7 +1,7 @@
 """GAN nowcaster (DGMR-style) on CPU: climml (JAX/Flax NNX) vs the dgmr PyTorch package.
 
-Two measurements in one process, rounds alternating between the contenders (the CPU may be shared), best and
-median round reported, ratio = torch time / climml time (> 1: climml faster):
+Two measurements in one process, rounds alternating between the contenders (the CPU may be
+shared), best and median round reported, ratio = torch time / climml time (> 1: climml faster):
 
 1. one training step: ``disc_steps`` discriminator updates + one generator update whose
    grid-cell regularizer sees ``--samples`` generator samples per example (hinge losses, Adam).
