@@ -51,6 +51,11 @@ def pytest_cmdline_main(config):
             options.maxprocesses = options.maxprocesses or MAX_WORKERS
         if options.numprocesses and options.dist == "no":
             options.dist = "loadgroup"  # the groups of pytest_collection_modifyitems
+            # A crashed worker (killed for memory) is not replaced: xdist 3.8's group scheduler
+            # fails with an internal error on the replacement; the others finish the run and
+            # the test that was running is reported failed.
+            if options.maxworkerrestart is None:
+                options.maxworkerrestart = "0"
     return (yield)
 
 
