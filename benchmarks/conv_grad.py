@@ -22,6 +22,10 @@ a batch each, as ``jax.vmap`` over the members (XLA turns the convolution into a
 or unrolled in one jitted program (``climml.train.ensemble`` on CPU), for ``xla`` and
 ``patches`` (vmapped: one batched matmul); torch runs the 8 members one after another.
 
+Last, the GAN nowcaster's whole G+D training step (CPU size, batch 8) built with each
+``model.conv_impl``: its convolutions are small (32 x 32 crops down to 1 x 1, 2-D and 3-D,
+inside ``lax.scan``), where the per-convolution cost dominates.
+
 Timing: every contender is compiled and checked against ``xla`` first; then rounds alternate
 the contenders (the CPU may be shared), each timing a few calls; the best round is reported
 in ms per call, with the ratio ``xla time / contender time`` (> 1: faster than XLA's conv).
@@ -29,6 +33,7 @@ The load average is printed before and after.
 
     python benchmarks/conv_grad.py            # all shapes, 3 rounds (a few minutes idle)
     python benchmarks/conv_grad.py --quick    # small smoke run
+    python benchmarks/conv_grad.py --parts gan  # only the GAN training step
 """
 
 from __future__ import annotations
@@ -282,13 +287,70 @@ def member_convs(shapes, rounds, target_s, torch) -> None:
             print(f"{where:32s} {kind:>6s} " + " ".join(f"{c:>18s}" for c in cells), flush=True)
 
 
+def gan_steps(batch: int, rounds: int, base: int, disc: int) -> None:
+    """One G+D training step (2 discriminator updates, 1 generator update) of the GAN nowcaster
+    at the CPU size (32 x 32 crops, 4 -> 6 frames) with each ``model.conv_impl``."""
+    from flax import nnx
+
+    from climml.models.nowcast_gan import NowcastGAN, NowcastGANConfig
+    from climml.train import adversarial
+    from climml.types import IOSpec
+
+    steps, leads, side = 4, 6, 32
+    rain = np.abs(np.random.default_rng(2).normal(size=(batch, steps + leads, side, side)))
+    rain = jnp.asarray(rain, jnp.float32)
+    data = {
+        "x": rain[:, :steps, ..., None],
+        "history": rain[:, :steps],
+        "y": rain[:, steps:],
+        "y_valid": jnp.ones((batch, leads, side, side), bool),
+        "weight": jnp.ones((batch,), jnp.float32),
+    }
+    spec = IOSpec((steps, side, side, 1), (leads, side, side))
+    runs, losses = {}, {}
+    for impl in ("xla", "patches"):
+        cfg = NowcastGANConfig(base_channels=base, disc_channels=disc, conv_impl=impl)
+        model = NowcastGAN(cfg, spec, nnx.Rngs(0))
+        d_step, g_step = adversarial.make_steps(model)
+        state = [adversarial.init_gan_state(model)]
+        t0 = time.perf_counter()
+        _, d_loss, g_loss = adversarial.train_step(
+            d_step, g_step, cfg.disc_steps, state[0], data, jax.random.key(0)
+        )
+        losses[impl] = (float(d_loss), float(g_loss))
+        print(f"GAN {impl}: compile + first step {time.perf_counter() - t0:.1f} s", flush=True)
+
+        def go(d_step=d_step, g_step=g_step, state=state, disc_steps=cfg.disc_steps):
+            state[0], _, g_loss = adversarial.train_step(
+                d_step, g_step, disc_steps, state[0], data, jax.random.key(1)
+            )
+            jax.block_until_ready(g_loss)
+
+        runs[impl] = go
+    if not np.allclose(losses["xla"], losses["patches"], rtol=1e-4):
+        raise AssertionError(f"GAN losses differ between conv_impl: {losses}")
+    best = race(runs, rounds, 0.0)
+    print(
+        f"GAN G+D train step, base_channels {base}, disc_channels {disc}, batch {batch}: "
+        f"xla {best['xla']:.3f} s, patches {best['patches']:.3f} s: "
+        f"patches {best['xla'] / best['patches']:.2f}x faster",
+        flush=True,
+    )
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="small smoke run")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--seconds", type=float, default=0.3, help="about this long per timing")
+    p.add_argument(
+        "--parts",
+        default="convs,members,gan",
+        help="comma-separated: convs (one conv), members (8 members), gan (GAN train step)",
+    )
     a = p.parse_args()
+    parts = set(a.parts.split(","))
     shapes, member_shapes = SHAPES, MEMBER_SHAPES
     if a.quick:
         shapes, member_shapes = [(16, 4, 8)], [("small", 4, (8, 16), 3, 4, (3, 3))]
@@ -301,8 +363,14 @@ def main() -> None:
         f"jax {jax.__version__} ({jax.default_backend()}), torch {torch.__version__} "
         f"(2 threads); load average {load()}"
     )
-    single_convs(shapes, a.batch, a.rounds, a.seconds, torch)
-    member_convs(member_shapes, a.rounds, a.seconds, torch)
+    if "convs" in parts:
+        single_convs(shapes, a.batch, a.rounds, a.seconds, torch)
+    if "members" in parts:
+        member_convs(member_shapes, a.rounds, a.seconds, torch)
+    if "gan" in parts:
+        print()
+        for base, disc in ((1, 2),) if a.quick else ((4, 8), (2, 4)):  # defaults, the YAML's
+            gan_steps(a.batch, a.rounds, base, disc)
     print(f"\nload average {load()}")
 
 
