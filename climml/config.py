@@ -306,6 +306,7 @@ RANGES: dict[str, Range] = {
     "model.disc_steps": Range(1),
     "model.reg_weight": Range(0),
     "model.reg_samples": Range(1),
+    "model.crps_weight": Range(0),
     "model.max_weight": Range(1),
 }
 NON_EMPTY = ("data.inputs", "data.leads")  # lists a run cannot do without

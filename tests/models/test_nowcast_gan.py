@@ -69,9 +69,9 @@ def test_members_from_latent_keys():
 
 
 def test_untrained_generator_is_near_persistence_on_any_grid():
-    """Anchored to the last frame, a fresh generator forecasts about persistence (rain where it
-    rained), on the grid it was built for and on a larger one (trained on crops, run on the
-    full grid)."""
+    """Anchored to the last frame, a fresh generator forecasts persistence times a latent-driven
+    factor (rain where it rained, dry stays about dry), on the grid it was built for and on a
+    larger one (trained on crops, run on the full grid)."""
     model = NowcastGAN(NowcastGANConfig(**TINY), IOSpec((2, 32, 32, 1), (3, 32, 32)), nnx.Rngs(0))
     for side in (32, 64):
         x = jax.random.normal(jax.random.key(1), (2, 2, side, side, 1))
@@ -79,8 +79,9 @@ def test_untrained_generator_is_near_persistence_on_any_grid():
         out = np.asarray(_forward(model, x, jax.random.key(2), last))
         assert out.shape == (2, 3, side, side)
         ratio = (out + 0.1) / (np.asarray(last)[:, None] + 0.1)
-        assert np.all(np.abs(np.log(ratio)) < 0.5), np.abs(np.log(ratio)).max()
-        assert np.corrcoef(out[:, 0].ravel(), np.asarray(last).ravel())[0, 1] > 0.99
+        log_ratio = np.abs(np.log(ratio))
+        assert log_ratio.max() < 2.0 and log_ratio.mean() < 0.3, (log_ratio.max(), log_ratio.mean())
+        assert np.corrcoef(out[:, 0].ravel(), np.asarray(last).ravel())[0, 1] > 0.95
 
 
 def test_spectral_norm_reaches_largest_singular_value():
@@ -120,6 +121,10 @@ def test_discriminators_score_each_example():
 def test_bad_grids_and_settings_are_config_errors():
     with pytest.raises(ConfigError, match="divisible by 32"):
         models.build("nowcast_gan", IOSpec((4, 48, 48, 1), (2, 48, 48)), **TINY)
+    with pytest.raises(ConfigError, match="reg_samples"):  # the CRPS needs two members
+        models.build(
+            "nowcast_gan", IOSpec((4, 32, 32, 1), (2, 32, 32)), **TINY, crps_weight=1, reg_samples=1
+        )
     with pytest.raises(ConfigError, match="max_weight"):
         models.build("nowcast_gan", IOSpec((4, 32, 32, 1), (2, 32, 32)), **TINY, max_weight=0.5)
     assert PAPER.base_channels == 24 and PAPER.disc_crop == 128 and PAPER.reg_samples == 6
