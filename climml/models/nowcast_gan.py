@@ -40,8 +40,8 @@ the output to ~2 % at init (member spread ~1e-5 mm/h after CPU training); with i
 accounts for ~30 % of the fresh generator's log-ratio, and the training's scoring-rule term
 (``crps_weight``) calibrates that spread. Sizes come from ``NowcastGANConfig``:
 ``base_channels=24``, 4 -> 18 frames on 256 x 256 crops is the paper's generator (``PAPER``);
-the default is a size that trains on a CPU in minutes. The training hyperparameters (learning rates, discriminator
-steps, regularizer weight) live here too, since only this family uses them
+the default is a size that trains on a CPU in minutes. The training hyperparameters (learning
+rates, discriminator steps, regularizer weight) live here too, since only this family uses them
 (``climml.train.adversarial``).
 
 Shapes: ``generator(x (B, T, H, W, C), key, last (B, H, W) mm/h) -> (B, L, H, W)`` mm/h;
