@@ -21,7 +21,8 @@ from climml.errors import DataError, expected
 from climml.viz import style
 
 # metrics whose values are in the units of the forecast variable (the others are unitless)
-UNIT_METRICS = ("rmse", "mae", "bias", "mse", "crps")
+# in the variable's units; spread (members' std) and skill (RMSE of their mean) too, not their ratio
+UNIT_METRICS = ("rmse", "mae", "bias", "mse", "crps", "spread", "skill")
 
 
 def plot_loss_curve(history: Sequence[Mapping], *, path: str | Path | None = None) -> Figure:

@@ -121,7 +121,11 @@ print("predictors:", list(metrics))
 # into features, and unrolls a ConvGRU over the leads; a spatial discriminator judges single
 # frames, a temporal one judges crops of whole sequences. A GAN alone can produce sharp rain in
 # the wrong place, so DGMR adds a **grid-cell regularizer**: the mean of a few samples must stay
-# close to the observations, weighted towards heavy rain (`climml.train.adversarial`).
+# close to the observations, weighted towards heavy rain (`climml.train.adversarial`). That
+# regularizer sees only the members' mean, and a conditional generator readily learns to ignore
+# its noise, so the members collapse onto one forecast. climml adds the **fair CRPS** of the
+# samples to the generator loss (`model.crps_weight`; Pacchiardi & Dutta 2022): a proper score
+# of the ensemble itself, lowest when the members spread as much as the future is uncertain.
 #
 # Training is the same pipeline call as any climml model: `model.name: nowcast_gan` makes
 # `cm.pipeline.train` run the adversarial loop (two discriminator steps per generator step,
@@ -134,7 +138,7 @@ print("predictors:", list(metrics))
 # %%
 # configs/nowcast_gan.yaml's CPU size, the generator's learning rate 10x the paper's; fast mode
 # leaves out spectral normalization, which doubles the (minute-long) compilation of the steps
-SIZE = "base_channels: 2, disc_channels: 4, lr_generator: 0.0005"
+SIZE = "base_channels: 2, disc_channels: 4, lr_generator: 0.0005, crps_weight: 20.0"
 GAN = [
     f"model={{name: nowcast_gan, {SIZE}{', spectral_norm: false' if FAST else ''}}}",
     "data.crop={size: 32, rain_bias: 0.8}",  # training crops, 80% drawn where it rains
@@ -202,8 +206,9 @@ for name, s in scores.items():
 # from a timid one.
 #
 # And the GAN? Its generator scales the last observed frame (rain `(last + 0.1) exp(delta) -
-# 0.1`, `delta` its output), so before training it *is* Eulerian persistence, and a generator
-# trained for minutes stays close to it: its lines lie on or near persistence's. DGMR beat
+# 0.1`, `delta` its output), so before training it is Eulerian persistence scaled by a random
+# factor, and a generator trained for minutes stays close to it: its lines lie on or near
+# persistence's. DGMR beat
 # optical flow on CSI at high thresholds and on pooled CRPS after training for days on years of
 # UK radar; a few hundred generator steps on two rain events are not enough to learn the motion
 # of the rain, let alone its growth. This notebook shows the method and its diagnostics, not a
@@ -225,6 +230,7 @@ ensembles = [name for name in ("GAN", "steps") if name in scores]
 plots.plot_skill_by_lead(
     {name: {k: scores[name][k] for k in ("spread", "skill", "spread_skill")} for name in ensembles},
     lead_unit="minutes",
+    units="mm/h",  # of spread and skill; their ratio has none
 )
 
 # %%
@@ -239,11 +245,13 @@ for name in ensembles:
 
 # %% [markdown]
 # A spread far below the error and a U-shaped histogram, the truth mostly below or above all
-# members, mean that the members barely differ: the short-trained GAN has not learnt to use its
-# latent input yet (nothing in the grid-cell regularizer asks for spread; only the
-# discriminators reward varied, realistic samples, and they need long training). STEPS, whose
-# spread is built in by its stochastic perturbations, shows what a spread-carrying ensemble
-# looks like on the same windows (when pysteps is installed, outside fast mode).
+# members, mean an over-confident ensemble; a spread above the error and a dome-shaped
+# histogram, an over-dispersed one. The grid-cell regularizer alone asks for no spread at all
+# (it scores the members' mean); the CRPS term asks for the right amount, but after minutes of
+# training the GAN's spread mostly reflects its random initial scaling of the last frame rather
+# than learnt uncertainty about where the rain goes. STEPS, whose spread is built in by its
+# stochastic perturbations, shows what a spread-carrying ensemble looks like on the same
+# windows (when pysteps is installed, outside fast mode).
 #
 # ## Power spectra: the blur that scores reward
 #

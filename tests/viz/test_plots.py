@@ -64,6 +64,10 @@ def test_skill_by_lead_axes_in_lead_units_with_integer_ticks():
     assert fig.axes[0].get_xlabel() == "lead (5-minute steps)"
     assert fig.axes[0].get_ylabel() == "crps"
     _integer_ticks(fig.axes[0])
+    ensemble = {"GAN": {"spread": {"5": 0.2}, "skill": {"5": 0.4}, "spread_skill": {"5": 0.5}}}
+    fig = plots.plot_skill_by_lead(ensemble, lead_unit="minutes", units="mm/h")
+    labels = [ax.get_ylabel() for ax in fig.axes]
+    assert labels == ["spread (mm/h)", "skill (mm/h)", "spread_skill"]  # the ratio has none
     with pytest.raises(DataError, match="^scores: expected"):
         plots.plot_skill_by_lead({})
 
