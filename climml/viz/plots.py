@@ -238,7 +238,15 @@ def plot_rank_histogram(
     histogram = metrics.rank_histogram(
         ensemble, observed, ensemble_axis=ensemble_axis, min_value=min_value
     )
-    counts = np.asarray(histogram.counts, np.float64)
+    return plot_rank_counts(histogram.counts, name=name, path=path)
+
+
+def plot_rank_counts(
+    counts: ArrayLike, *, name: str = "ensemble", path: str | Path | None = None
+) -> Figure:
+    """``plot_rank_histogram`` from the ``(M + 1,)`` counts of a ``metrics.RankHistogram``
+    (e.g. sums over chunks of a store too large to rank at once)."""
+    counts = np.asarray(counts, np.float64)
     if counts.sum() == 0:
         raise DataError(expected("observed", "at least one point without NaN", "none"))
     frequency = counts / counts.sum()
