@@ -8,7 +8,8 @@ the split in memory:
    chunk's inputs and forecasts take about a quarter of the budget); for each, the model and
    the baselines predict from the chunk's windows and the chunk is written into its region of
    ``predictions.zarr`` (the layout of the in-memory path: one variable per predictor plus
-   ``observed``, physical units), with ``climml.predict_stream.write_chunks``.
+   ``observed``, physical units; an ensemble model's members along a ``member`` dimension,
+   ``(time, member, lead, *grid)``), with ``climml.predict_stream.write_chunks``.
 2. **Score.** Every zarr chunk is reduced to the sufficient statistics of the scores of
    ``eval.metrics``, by the kernels of ``climml.metrics`` (``error_sums``, ``acc``,
    ``comoments``, ``contingency``, ``fss_sums``), on ``data.dask``'s scheduler (a
@@ -25,14 +26,25 @@ the split in memory:
    * categorical scores: one area-weighted ``Contingency`` table per threshold, summed.
    * FSS: ``FssSums`` pooled over times, summed.
 
+   An ensemble (a variable with a ``member`` dimension) gets the scores above from its
+   ensemble mean and, as ``regression.ensemble_scores`` gives them in memory:
+
+   * CRPS (``crps_ensemble``, ``fair`` per the ``crps`` entry): per time the area-weighted
+     mean of the per-point CRPS, summed and counted over times (``MeanSums``), as MAE;
+   * spread, spread_skill: ``SpreadSkill`` sums pooled over times and area-weighted points
+     (per point the members' centred variance and the ensemble mean's error);
+   * rank_histogram: ``RankHistogram`` counts pooled likewise, frequencies last.
+
+   The other variables (the baselines) then get the CRPS of a one-member ensemble (their MAE).
+
 Continuous scores read anomalies, ``forecast - mean`` at the valid time (the normalizer's mean
 or monthly climatology, in float64), as the in-memory path does; thresholded scores read the
 physical values. The results equal the in-memory scores to float32 rounding.
 
 Not out of core (``eval.out_of_core: true`` is a ``ConfigError`` naming the reason; ``auto``
 falls back to memory): ``auc`` (an exact ROC area ranks every sample at once), ``bootstrap``
-(resamples need every sample), ensembles (``train.ensemble_members > 1``) and targets with a
-``data.transform`` (their anomalies live in the transformed space).
+(resamples need every sample) and targets with a ``data.transform`` (their anomalies live in
+the transformed space).
 """
 
 from __future__ import annotations
@@ -63,7 +75,7 @@ from climml.tasks._collect import collect
 from climml.tasks.metric_specs import CATEGORICAL, MetricSpec, threshold_key
 
 CHOICES = (True, False, "auto")
-SCORED = ("rmse", "mae", "bias", "acc", "correlation", *CATEGORICAL, "fss")
+SCORED = ("rmse", "mae", "bias", "acc", "correlation", *CATEGORICAL, "fss", "crps")
 _NOT_MERGEABLE = {
     "auc": "an exact ROC area ranks every sample at once",
     "bootstrap": "resamples need every sample at once",
@@ -93,15 +105,14 @@ def obstacles(cfg: Config) -> list[str]:
             reasons.append(f"{spec.path} {spec.name!r}: {_NOT_MERGEABLE[spec.name]}")
         elif spec.name not in SCORED:
             reasons.append(f"{spec.path} {spec.name!r} has no out-of-core statistics")
-    if cfg.train.ensemble_members > 1:
-        reasons.append("train.ensemble_members > 1: ensembles are scored in memory")
     if cfg.data.transform not in (None, "none"):
         reasons.append(f"data.transform {cfg.data.transform!r}: anomalies in transformed units")
     return reasons
 
 
 def forecast_bytes(exp: Experiment, n_predictors: int) -> int:
-    """Bytes of the split's float32 forecasts of ``n_predictors`` plus the observations."""
+    """Bytes of the split's float32 forecasts of ``n_predictors`` plus the observations (an
+    ensemble model's ``train.ensemble_members`` members each count as a forecast)."""
     return len(exp.anchors[exp.cfg.eval.split]) * _sample_bytes(exp, n_predictors)
 
 
@@ -128,24 +139,33 @@ def chunk_steps(exp: Experiment, n_predictors: int) -> int:
 
 
 def _sample_bytes(exp: Experiment, n_predictors: int) -> int:
+    """Bytes of one initialization's float32 fields: the predictors' (the model's members)
+    and the observations', every lead."""
     target = exp.raw[exp.cfg.data.target]
     grid = math.prod(s for d, s in target.sizes.items() if d != "time")
-    return 4 * (n_predictors + 1) * len(exp.cfg.data.leads) * grid
+    fields = n_predictors + 1 + max(exp.cfg.train.ensemble_members, 1) - 1
+    return 4 * fields * len(exp.cfg.data.leads) * grid
 
 
 # --------------------------------------------------------------------------- pass 1: forecasts
 
 
+class Evaluation(NamedTuple):
+    """What ``forecast_and_score`` returns."""
+
+    predictions: xr.Dataset | None  # the store opened lazily (None: it was scratch)
+    scores: dict  # {predictor: {metric: {lead: value}}}
+    rank_counts: np.ndarray | None  # an ensemble model's (M + 1,) rank counts, every lead
+    # and point unweighted (what regression's rank_histogram.png draws; None: no ensemble)
+
+
 def forecast_and_score(
     exp: Experiment, predictors: Sequence[Predictor], workdir: Path, *, steps: int | None = None
-) -> tuple[xr.Dataset, dict]:
-    """Stream the forecasts of ``predictors`` (the model first) on the eval split into
-    ``workdir/predictions.zarr`` (a scratch store, removed after scoring, when
-    ``output.save_predictions`` is false) and score them out of core.
-
-    Returns the store opened lazily (None when it was scratch) and
-    ``{predictor: {metric: {lead: value}}}``. ``steps``: initializations per chunk (default
-    ``chunk_steps``).
+) -> Evaluation:
+    """Stream the forecasts of ``predictors`` (the model first; an ensemble model's members,
+    from its ``predict_members``) on the eval split into ``workdir/predictions.zarr`` (a
+    scratch store, removed after scoring, when ``output.save_predictions`` is false) and score
+    them out of core. ``steps``: initializations per chunk (default ``chunk_steps``).
     """
     from climml.predict_stream import write_chunks
     from climml.tasks.regression import to_dataset
@@ -154,7 +174,11 @@ def forecast_and_score(
     keep = cfg.output.save_predictions
     path = Path(workdir) / ("predictions.zarr" if keep else SCRATCH)
     names = [p.name for p in predictors]
-    functions = {p.name: p.predict for p in predictors}
+    # an ensemble model streams its members (B, M, L, *grid), as the in-memory path keeps them
+    functions = {p.name: getattr(p, "predict_members", p.predict) for p in predictors}
+    members = {
+        p.name: cfg.train.ensemble_members for p in predictors if hasattr(p, "predict_members")
+    }
     anchors = exp.anchors[cfg.eval.split]
     steps = steps or chunk_steps(exp, len(predictors))
     rows = [slice(lo, min(lo + steps, len(anchors))) for lo in range(0, len(anchors), steps)]
@@ -168,31 +192,44 @@ def forecast_and_score(
         ds = to_dataset(exp, arrays, outputs["anchor"])
         return ds.drop_vars(list(ds.coords))  # the template holds them
 
-    template = _template(exp, [*names, "observed"], anchors, steps)
+    template = _template(exp, [*names, "observed"], anchors, steps, members)
     whole = {str(d): slice(None) for d in template.dims if d != "time"}
     regions = [{"time": r} | whole for r in rows]
     write_chunks(path, template, chunk, regions)
     store = xr.open_zarr(path)
     try:
-        scores = score_dataset(
+        plan = _plan(
             store,
             names,
-            specs=metric_specs.parse(cfg.eval.metrics),
-            weights=metric_specs.grid_weights(cfg, exp.raw[cfg.data.target]),
-            normalizer=exp.normalizer,
-            target=cfg.data.target,
-            dask_spec=cfg.data.dask,
+            metric_specs.parse(cfg.eval.metrics),
+            metric_specs.grid_weights(cfg, exp.raw[cfg.data.target]),
+            exp.normalizer,
+            cfg.data.target,
+            pooled_ranks=cfg.output.plots,
         )
+        stats = _reduce(store, names, plan, cfg.data.dask)
+        leads = [str(v) for v in store["lead"].values]
     finally:
         if not keep:
             store.close()
             shutil.rmtree(path, ignore_errors=True)
-    return (store if keep else None), scores
+    scores = {name: _scores(plan, stats[name], leads) for name in names}
+    pooled = stats[names[0]].get("rank_pooled")
+    counts = None if pooled is None else np.asarray(pooled.counts)
+    return Evaluation(store if keep else None, scores, counts)
 
 
-def _template(exp: Experiment, names: Sequence[str], anchors: np.ndarray, steps: int):
+def _template(
+    exp: Experiment,
+    names: Sequence[str],
+    anchors: np.ndarray,
+    steps: int,
+    members: Mapping[str, int],
+) -> xr.Dataset:
     """The store without its data (dask zeros chunked ``steps`` along time): the coordinates
-    and attributes ``regression.to_dataset`` gives the in-memory predictions."""
+    and attributes ``regression.to_dataset`` gives the in-memory predictions; the variables
+    in ``members`` (name: M) are ensembles ``(time, member, lead, *grid)``, whole members in
+    each chunk."""
     import dask.array as da
 
     cfg = exp.cfg
@@ -207,8 +244,18 @@ def _template(exp: Experiment, names: Sequence[str], anchors: np.ndarray, steps:
         **{d: target[d].values for d in space if d in target.coords},
     }
     units = {"units": target.attrs.get("units", "")}
-    zeros = da.zeros(shape, np.float32, chunks=(steps, *shape[1:]))
-    data = {name: (("time", "lead", *space), zeros, units) for name in names}
+    data = {}
+    for name in names:
+        m = members.get(name)
+        dims, size = (
+            (("time", "lead"), shape)
+            if m is None
+            else (("time", "member", "lead"), (shape[0], m, *shape[1:]))
+        )
+        zeros = da.zeros(size, np.float32, chunks=(steps, *size[1:]))
+        data[name] = ((*dims, *space), zeros, units)
+    if members:
+        coords["member"] = np.arange(max(members.values()))
     return xr.Dataset(data, coords, attrs={"description": f"forecasts of {cfg.data.target}"})
 
 
@@ -220,11 +267,14 @@ class Plan(NamedTuple):
 
     A plain, picklable value: it travels to the dask workers with every chunk's task."""
 
-    specs: tuple[MetricSpec, ...]
+    specs: tuple[MetricSpec, ...]  # the per-forecast scores (``crps`` is the ensembles')
     weights: np.ndarray | None  # broadcast against the grid dims (None: equal)
     normalizer: Normalizer | None  # None: the values are anomalies already
     target: str
     space: tuple[int, ...]  # grid axes of a (time, lead, *grid) chunk
+    ensemble: bool = False  # an ensemble is scored: every variable gets its CRPS
+    fair: bool = False  # the fair CRPS (the ``crps`` entry's ``fair``)
+    pooled_ranks: bool = False  # also an ensemble's rank histogram over every lead, unweighted
 
 
 def score_dataset(
@@ -242,23 +292,60 @@ def score_dataset(
 
     ds: ``(time, lead, *grid)`` variables in physical units, dask-backed (one task per chunk
         along ``time``; in-memory data is one chunk) with a ``valid_time`` ``(time, lead)``
-        coordinate when ``normalizer`` has a monthly climatology.
-    specs: the ``eval.metrics`` specs (names in ``SCORED``; others are a ``ConfigError``).
+        coordinate when ``normalizer`` has a monthly climatology. A variable
+        ``(time, member, lead, *grid)`` is an ensemble: ``specs`` score its ensemble mean and
+        it gets ``crps``, ``spread``, ``spread_skill`` and ``rank_histogram`` (M + 1
+        frequencies per lead); the other variables then get ``crps`` too (one member).
+    specs: the ``eval.metrics`` specs (names in ``SCORED``; others are a ``ConfigError``;
+        ``crps``, whose ``fair`` selects the estimator, needs an ensemble).
     weights: grid weights as ``metric_specs.grid_weights`` gives them.
     normalizer, target: anomalies are ``value - normalizer mean of target`` at the valid time
         (None: the values are anomalies already).
     dask_spec: a ``DaskConfig``: where the chunks are reduced (None: the threaded scheduler).
     """
+    plan = _plan(ds, names, specs, weights, normalizer, target)
+    stats = _reduce(ds, names, plan, dask_spec)
+    leads = [str(v) for v in ds["lead"].values] if "lead" in ds.coords else None
+    return {name: _scores(plan, stats[name], leads) for name in names}
+
+
+def _plan(
+    ds: xr.Dataset,
+    names: Sequence[str],
+    specs: Sequence[MetricSpec],
+    weights: np.ndarray | None,
+    normalizer: Normalizer | None,
+    target: str,
+    *,
+    pooled_ranks: bool = False,
+) -> Plan:
+    """The ``Plan`` of ``score_dataset``'s arguments; ``ConfigError`` for a spec without
+    out-of-core statistics, or ``crps`` without an ensemble."""
     for spec in specs:
         if spec.name not in SCORED:
             want = f"scores with out-of-core statistics {list(SCORED)}"
             raise ConfigError(expected(spec.path, want, repr(spec.name)))
+    ensemble = any("member" in ds[name].dims for name in names)
+    crps = [spec for spec in specs if spec.name == "crps"]
+    if crps and not ensemble:
+        want = "an ensemble (a variable with a 'member' dimension) for 'crps'"
+        raise ConfigError(expected(crps[0].path, want, f"no member dimension in {list(names)}"))
+    per_forecast = tuple(spec for spec in specs if spec.name != "crps")
+    space = tuple(range(2, ds["observed"].ndim))
+    fair = bool(crps and crps[0].params.fair)
+    return Plan(per_forecast, weights, normalizer, target, space, ensemble, fair, pooled_ranks)
+
+
+def _reduce(ds: xr.Dataset, names: Sequence[str], plan: Plan, dask_spec: DaskConfig | None):
+    """``{name: statistics}`` of ``ds`` summed over its time chunks on ``dask_spec``'s
+    scheduler (host float64 NumPy)."""
     observed = ds["observed"]
-    plan = Plan(tuple(specs), weights, normalizer, target, tuple(range(2, observed.ndim)))
-    # a task holds whole fields of the observations' time chunks (in memory: one chunk)
+    # a task holds whole fields (and all members) of the observations' time chunks
     steps = observed.chunks[0] if observed.chunks else -1
-    layout = {d: (steps if d == "time" else -1) for d in observed.dims}
-    chunked = {name: ds[name].chunk(layout) for name in (*names, "observed")}
+    chunked = {
+        name: ds[name].chunk({d: (steps if d == "time" else -1) for d in ds[name].dims})
+        for name in (*names, "observed")
+    }
     bounds = np.cumsum((0, *chunked["observed"].chunks[0]))
     valid_time = np.asarray(ds["valid_time"].values) if "valid_time" in ds.coords else None
     # one delayed object per chunk, all sharing one graph; the plan is one task, sent once
@@ -273,8 +360,7 @@ def score_dataset(
     nbytes = sum(ds[name].nbytes for name in (*names, "observed"))
     with cluster.compute_on(dask_spec, nbytes=nbytes):
         (stats,) = dask.compute(total)
-    leads = [str(v) for v in ds["lead"].values] if "lead" in ds.coords else None
-    return {name: _scores(plan, stats[name], leads) for name in names}
+    return stats
 
 
 def _tree_sum(parts: list):
@@ -299,18 +385,46 @@ def _numpy(stats: Any) -> Any:
 
 
 def _chunk_statistics(plan: Plan, names: list[str], valid_time, *arrays) -> dict:
-    """``{name: {spec index: statistics}}`` of one chunk ``(n, L, *grid)`` per variable."""
+    """``{name: {spec index: statistics} | ensemble statistics}`` of one chunk: per variable
+    ``(n, L, *grid)``, or ``(n, M, L, *grid)`` for an ensemble."""
     *forecasts, observed = (np.asarray(a, np.float32) for a in arrays)  # no copy of float32
     mean = _mean_at(plan, observed.shape, valid_time)
     anom_o = _anomalies(observed, mean)
     out = {}
     for name, forecast in zip(names, forecasts, strict=True):
-        anomalies = (_anomalies(forecast, mean), anom_o)
+        members = forecast if forecast.ndim > observed.ndim else None
+        if members is None:
+            anom_f = _anomalies(forecast, mean)
+        else:
+            forecast, anom_f = _ensemble_mean(members, mean)
         stats = _statistics(
-            anomalies, (forecast, observed), plan.weights, specs=plan.specs, space=plan.space
+            (anom_f, anom_o), (forecast, observed), plan.weights, specs=plan.specs, space=plan.space
         )
         out[name] = dict(enumerate(_numpy(stats)))
+        if plan.ensemble:
+            ens = anom_f[:, None] if members is None else _member_anomalies(members, mean)
+            calibration = members is not None and members.shape[1] >= 2
+            out[name] |= _numpy(
+                _ensemble_statistics(
+                    ens, anom_o, plan.weights, space=plan.space, fair=plan.fair,
+                    calibration=calibration,
+                    pooled=plan.pooled_ranks,
+                )
+            )  # fmt: skip
     return out
+
+
+def _ensemble_mean(members: np.ndarray, mean: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """The ensemble mean ``(n, L, *grid)`` of float32 ``members`` ``(n, M, L, *grid)``, in
+    physical units and as anomalies (both averaged in float64, then float32)."""
+    average = members.mean(axis=1, dtype=np.float64)
+    anomalies = average if mean is None else average - mean
+    return average.astype(np.float32), anomalies.astype(np.float32)
+
+
+def _member_anomalies(members: np.ndarray, mean: np.ndarray | None) -> np.ndarray:
+    """``members`` ``(n, M, L, *grid)`` minus the mean ``(n, L, *grid)``: float32 anomalies."""
+    return _anomalies(members, None if mean is None else mean[:, None])
 
 
 def _mean_at(plan: Plan, shape: tuple[int, ...], valid_time) -> np.ndarray | None:
@@ -353,6 +467,28 @@ def _spec_statistics(spec: MetricSpec, space: tuple[int, ...], w, anomalies, val
     }
 
 
+@functools.partial(jax.jit, static_argnames=("space", "fair", "calibration", "pooled"))
+def _ensemble_statistics(members, observed, weights, *, space, fair, calibration, pooled) -> dict:
+    """The additive ensemble statistics of one chunk of anomalies, members ``(n, M, L,
+    *grid)`` and observations ``(n, L, *grid)`` (data units):
+
+    * ``crps``: ``MeanSums`` ``(L,)`` over times of the area-weighted mean CRPS per time;
+    * with ``calibration``: ``spread`` (``SpreadSkill`` ``(L,)``) and ``rank``
+      (``RankHistogram`` ``(L, M + 1)``), area-weighted over times and points; with
+      ``pooled`` ``rank_pooled`` (``(M + 1,)``, unweighted over leads too: the plot's).
+    """
+    crps = cm_metrics.crps_ensemble(members, observed, ensemble_axis=1, fair=fair)
+    per_time = cm_metrics.weighted_mean(crps, axis=space, weights=weights) if space else crps
+    out = {"crps": _time_sums(per_time)}
+    if calibration:
+        points = dict(ensemble_axis=1, axis=(0, *space), weights=weights)
+        out["spread"] = cm_metrics.spread_skill(members, observed, **points)
+        out["rank"] = cm_metrics.rank_histogram(members, observed, **points)
+    if calibration and pooled:
+        out["rank_pooled"] = cm_metrics.rank_histogram(members, observed, ensemble_axis=1)
+    return out
+
+
 def _time_sums(per_time) -> MeanSums:
     """Sum and count over the chunk's times of the finite per-time scores ``(n, L)``."""
     finite = jnp.isfinite(per_time)
@@ -387,6 +523,27 @@ def _scores(plan: Plan, stats: dict, leads: list[str] | None) -> dict[str, dict[
                 sums = cm_metrics.FssSums(*(jnp.asarray(x) for x in s[scale]))
                 for k, t in enumerate(p.thresholds):
                     put(f"fss@{t:g}/{scale}", np.asarray(sums.fss())[k])
+    if "crps" in stats:
+        out |= _ensemble_scores(stats, leads)
+    return out
+
+
+def _ensemble_scores(stats: dict, leads: list[str] | None) -> dict[str, dict[str, Any]]:
+    """``crps`` and, for an ensemble of M >= 2, ``spread``, ``spread_skill`` and
+    ``rank_histogram`` (a list of M + 1 frequencies) per lead, from summed statistics."""
+    crps = np.asarray(stats["crps"].mean(), np.float64)
+    keys = leads or [str(i) for i in range(crps.size)]
+
+    def by_lead(values) -> dict[str, Any]:
+        return dict(zip(keys, np.asarray(values, np.float64).tolist(), strict=True))
+
+    out = {"crps": by_lead(crps)}
+    if "spread" in stats:
+        sums = cm_metrics.SpreadSkill(*(jnp.asarray(x) for x in stats["spread"]))
+        out["spread"] = by_lead(sums.spread())
+        out["spread_skill"] = by_lead(sums.ratio())
+        ranks = cm_metrics.RankHistogram(jnp.asarray(stats["rank"].counts))
+        out["rank_histogram"] = by_lead(ranks.frequencies())
     return out
 
 

@@ -87,34 +87,38 @@ def evaluate(exp: Experiment, model: Predictor, workdir: Path) -> dict:
     ``eval.out_of_core`` selects it (``climml.tasks.out_of_core``)."""
     from climml.tasks import out_of_core
 
+    rank_counts = None
     if out_of_core.enabled(exp):
         predictors = [model] + [fit_baseline(exp, name) for name in exp.cfg.eval.baselines]
-        ds, scores = out_of_core.forecast_and_score(exp, predictors, workdir)
+        _, scores, rank_counts = out_of_core.forecast_and_score(exp, predictors, workdir)
     else:
         ds, scores = forecast_and_score(exp, model)
         if exp.cfg.output.save_predictions:
             ds.to_zarr(workdir / "predictions.zarr", mode="w")
+        if exp.cfg.output.plots and "member" in ds.dims:
+            rank_counts = cm_metrics.rank_histogram(
+                ds["model"].values, ds["observed"].values, ensemble_axis=1
+            ).counts
     if exp.cfg.output.plots:
-        from climml.viz.plots import plot_skill_by_lead
-        from climml.viz.style import time_step_unit
-
-        plot_skill_by_lead(
-            _common_scores(scores),
-            lead_unit=time_step_unit(exp.time),
-            units=exp.raw[exp.cfg.data.target].attrs.get("units"),
-            path=workdir / "skill_by_lead.png",
-        )
-        if ds is not None and "member" in ds.dims:  # None: scored out of core, not kept
-            from climml.viz.plots import plot_rank_histogram
-
-            plot_rank_histogram(
-                ds["model"].values,
-                ds["observed"].values,
-                ensemble_axis=1,
-                name="model (all leads)",
-                path=workdir / "rank_histogram.png",
-            )
+        _plot(exp, scores, rank_counts, workdir)
     return scores
+
+
+def _plot(exp: Experiment, scores: dict, rank_counts, workdir: Path) -> None:
+    """``skill_by_lead.png``, and for an ensemble ``rank_histogram.png`` from the model's
+    ``(M + 1,)`` rank counts over every lead and point (None: no ensemble)."""
+    from climml.viz.plots import plot_rank_counts, plot_skill_by_lead
+    from climml.viz.style import time_step_unit
+
+    plot_skill_by_lead(
+        _common_scores(scores),
+        lead_unit=time_step_unit(exp.time),
+        units=exp.raw[exp.cfg.data.target].attrs.get("units"),
+        path=workdir / "skill_by_lead.png",
+    )
+    if rank_counts is not None:
+        path = workdir / "rank_histogram.png"
+        plot_rank_counts(rank_counts, name="model (all leads)", path=path)
 
 
 def _common_scores(scores: dict) -> dict:
