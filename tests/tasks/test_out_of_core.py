@@ -55,6 +55,9 @@ def _assert_same_scores(got, want):
         for metric, by_lead in want[predictor].items():
             assert set(got[predictor][metric]) == set(by_lead)
             for lead, value in by_lead.items():
+                if value is None:  # NaN in metrics.json (a one-member ensemble's fair CRPS)
+                    assert got[predictor][metric][lead] is None, f"{predictor} {metric} {lead}"
+                    continue
                 # float32 rounding of forecasts stored in physical units: anomalies near 0
                 # (the climatology's) differ by ~1e-6 absolute
                 np.testing.assert_allclose(
@@ -109,6 +112,60 @@ def test_out_of_core_scores_on_a_local_cluster_equal_the_threaded_ones(
     _assert_same_scores(got, want)
 
 
+ENSEMBLE = {
+    "nino34": "eval.metrics=[rmse, mae, {acc: {centered: true}}, {csi: {thresholds: [27.0]}},"
+    " crps]",
+    "sst": "eval.metrics=[rmse, mae, acc, {pod: {thresholds: [27.0]}},"
+    " {fss: {thresholds: [27.0], scales: [3]}}, {crps: {fair: true}}]",
+}
+
+
+@pytest.mark.parametrize("target", ["nino34", "sst"])
+def test_an_ensemble_out_of_core_equals_the_in_memory_run(target, tiny_quickstart, tmp_path):
+    """A 3-member ensemble of a point and a gridded target: the members stream into the store
+    with a ``member`` dimension, and metrics.json (the ensemble mean's scores, CRPS, spread,
+    spread/skill, rank histograms; the baselines' one-member CRPS) is the in-memory one."""
+    members = ["train.ensemble_members=3", "train.epochs=1", ENSEMBLE[target]]
+    base = _overrides(tiny_quickstart, target, *members)
+    cfg = config.load("configs/quickstart.yaml", [*base, "eval.out_of_core=false"])
+    want = pipeline.run(cfg, tmp_path / "memory").metrics
+    predictions = xr.open_zarr(tmp_path / "memory" / "predictions.zarr").load()
+    extra = ["eval.out_of_core=true", "eval.memory_budget_gb=0.0001", "output.plots=true"]
+    cfg = config.load("configs/quickstart.yaml", [*base, *extra])
+    run = tmp_path / "streamed"
+    shutil.copytree(tmp_path / "memory", run)
+    shutil.rmtree(run / "predictions.zarr")
+    got = pipeline.evaluate(cfg, run)
+    scores = ["rmse", "mae", "acc", "csi@27"] if target == "nino34" else [
+        "rmse", "mae", "acc", "pod@27", "fss@27/3"]  # fmt: skip
+    assert list(want["model"]) == [*scores, "crps", "spread", "spread_skill", "rank_histogram"]
+    for predictor in ("model", "persistence", "climatology"):
+        assert list(got[predictor]) == list(want[predictor])
+        ranks = want[predictor].pop("rank_histogram", None)
+        if ranks is not None:  # M + 1 = 4 frequencies per lead, summing to one
+            streamed = got[predictor].pop("rank_histogram")
+            for lead, frequencies in ranks.items():
+                assert len(frequencies) == 4
+                # a member tied with the observation to float32 rounding (the in-memory
+                # anomalies round otherwise) moves one of ~3e4 points to the next rank
+                np.testing.assert_allclose(streamed[lead], frequencies, rtol=2e-5, atol=1e-4)
+                np.testing.assert_allclose(sum(streamed[lead]), 1, rtol=1e-6)
+    # the baselines' CRPS is that of a one-member ensemble: their MAE (fair: none, NaN)
+    crps, mae = (list(got["persistence"][k].values()) for k in ("crps", "mae"))
+    if target == "nino34":
+        np.testing.assert_allclose(crps, mae, rtol=1e-6)
+    else:
+        assert crps == [None] * 3
+    _assert_same_scores(got, want)
+    store = xr.open_zarr(run / "predictions.zarr")
+    grid = () if target == "nino34" else ("lat", "lon")
+    assert store["model"].dims == ("time", "member", "lead", *grid)
+    assert store["persistence"].dims == ("time", "lead", *grid)
+    assert len(store["model"].chunks[0]) > 2  # streamed in several chunks
+    xr.testing.assert_allclose(store.load(), predictions, rtol=1e-6, atol=1e-6)
+    assert (run / "rank_histogram.png").is_file()  # drawn from the streamed counts
+
+
 def test_auto_streams_only_a_split_larger_than_the_budget(tiny_quickstart):
     base = _overrides(tiny_quickstart, "sst")
     exp = pipeline.prepare(config.load("configs/quickstart.yaml", base))
@@ -138,14 +195,22 @@ def _with_eval(cfg, eval_cfg):
          r"expected false or auto, found true; eval.metrics\[1\] 'auc': an exact ROC area"),
         (["eval.out_of_core=true", "eval.metrics=[rmse, {bootstrap: {n: 10}}]"],
          r"found true; eval.metrics\[1\] 'bootstrap': resamples need every sample"),
-        (["eval.out_of_core=true", "train.ensemble_members=2"],
-         "found true; train.ensemble_members > 1: ensembles are scored in memory"),
     ],
 )  # fmt: skip
 def test_bad_out_of_core_settings_are_config_errors(overrides, message):
     cfg = config.load("configs/quickstart.yaml", overrides)
     with pytest.raises(ConfigError, match=message):
         out_of_core.check(cfg)
+
+
+def test_an_ensemble_streams_and_crps_needs_one():
+    cfg = config.load("configs/quickstart.yaml", ["eval.out_of_core=true",
+                                                  "train.ensemble_members=2"])  # fmt: skip
+    out_of_core.check(cfg)
+    assert out_of_core.obstacles(cfg) == []
+    specs = metric_specs.parse(["rmse", {"crps": {"fair": True}}])
+    with pytest.raises(ConfigError, match=r"eval.metrics\[1\]: expected an ensemble"):
+        out_of_core.score_dataset(_kelvin(False)[0], ["model"], specs=specs)
 
 
 def test_a_bad_memory_budget_or_task_is_a_config_error():
@@ -248,6 +313,97 @@ def test_scores_at_280_kelvin_equal_float64_numpy(gridded):
                 whole = cm_metrics.fss(f.astype(np.float32), o.astype(np.float32),
                                        threshold=np.float32(281.0), window=s)  # fmt: skip
                 np.testing.assert_allclose(got[f"fss@281/{s}"][lead], float(whole), rtol=1e-5)
+
+
+def _kelvin_ensemble(gridded: bool, members: int = 4, seed: int = 1):
+    """``_kelvin``'s data with an ensemble ``model`` ``(time, member, lead, *grid)`` around
+    280 K (members = forecast + noise) and a one-member ``baseline`` (the old forecast)."""
+    ds, norm, at_valid = _kelvin(gridded)
+    rng = np.random.default_rng(seed)
+    centre = ds["model"].values[:, None]
+    noise = rng.normal(0, 0.9, (centre.shape[0], members, *centre.shape[2:]))
+    dims = ("time", "member", *ds["model"].dims[1:])
+    ds = ds.rename({"model": "baseline"})
+    ds["model"] = (dims, (centre + noise).astype(np.float32))
+    return ds.assign_coords(member=np.arange(members)), norm, at_valid
+
+
+def _ensemble_reference(members, observed, w, space, *, fair):
+    """Float64 NumPy CRPS, spread, spread/skill and rank frequencies at one lead of members
+    ``(n, M, *grid)`` and observations ``(n, *grid)`` (NaN = missing): CRPS per time
+    area-weighted over the grid, then the mean over times; the rest pooled."""
+    m = members.shape[1]
+    ok = ~np.isnan(observed)
+    y = np.where(ok, observed, 0)
+    skill = np.abs(members - y[:, None]).mean(1)
+    pairs = np.abs(members[:, :, None] - members[:, None]).sum((1, 2))
+    crps = skill - pairs / (2 * m * (m - 1) if fair else 2 * m * m)
+    w = np.broadcast_to(1.0 if w is None else w, observed.shape) * ok
+    if space:
+        per_time = (w * np.where(ok, crps, 0)).sum(space) / w.sum(space)
+    else:
+        per_time = np.where(ok, crps, np.nan)
+    variance = members.var(1, ddof=1) * (m + 1) / m
+    error = members.mean(1) - y
+    spread = np.sqrt((w * variance).sum() / w.sum())
+    rmse = np.sqrt((w * error**2).sum() / w.sum())
+    rank = (members < y[:, None]).sum(1)
+    counts = np.array([(w * (rank == r)).sum() for r in range(m + 1)])
+    return {"crps": np.nanmean(per_time), "spread": spread, "spread_skill": spread / rmse,
+            "rank_histogram": counts / counts.sum()}  # fmt: skip
+
+
+@pytest.mark.parametrize("fair", [False, True])
+@pytest.mark.parametrize("gridded", [True, False])
+def test_ensemble_scores_at_280_kelvin_equal_float64_numpy(gridded, fair):
+    """CRPS, spread, spread/skill and rank histograms of a 280 K ensemble, summed over six
+    chunks, against float64 NumPy: from the normalizer's anomalies, and from the raw 280 K
+    values (no normalizer: the kernels themselves must not lose the digits)."""
+    ds, norm, _ = _kelvin_ensemble(gridded)
+    lat_w = np.cos(np.deg2rad(ds["lat"].values))[:, None] if gridded else None
+    specs = metric_specs.parse(["rmse", {"crps": {"fair": fair}}])
+    space = (1, 2) if gridded else ()
+    members = ds["model"].values.astype(np.float64)
+    observed = ds["observed"].values.astype(np.float64)
+    for normalizer in (norm, None):
+        got = out_of_core.score_dataset(ds, ["model"], specs=specs, weights=lat_w,
+                                        normalizer=normalizer, target="t")["model"]  # fmt: skip
+        for i, lead in enumerate(("1", "3")):
+            want = _ensemble_reference(members[:, :, i], observed[:, i], lat_w, space, fair=fair)
+            rtol = 3e-6 if normalizer else 2e-5  # raw 280 K: float32 members' mean
+            for key in ("crps", "spread", "spread_skill"):
+                np.testing.assert_allclose(got[key][lead], want[key], rtol=rtol, err_msg=key)
+            np.testing.assert_allclose(got["rank_histogram"][lead], want["rank_histogram"],
+                                       rtol=1e-6, atol=1e-7)  # fmt: skip
+
+
+def test_ensemble_statistics_over_uneven_chunks_equal_one_shot_and_in_memory():
+    """Statistics summed over chunks of 7, 30, 5 and 54 steps equal those of the split in one
+    chunk and ``regression``'s in-memory ensemble scores; a one-member baseline's CRPS is its
+    MAE and gets no spread."""
+    from climml.tasks.regression import ensemble_scores
+
+    ds, norm, at_valid = _kelvin_ensemble(True, members=3)
+    lat_w = np.cos(np.deg2rad(ds["lat"].values))[:, None]
+    specs = metric_specs.parse(["rmse", "mae", "crps"])
+    kwargs = dict(specs=specs, weights=lat_w, normalizer=norm, target="t")
+    uneven = ds.chunk({"time": (7, 30, 5, 54)})
+    got = out_of_core.score_dataset(uneven, ["model", "baseline"], **kwargs)
+    whole = out_of_core.score_dataset(ds.chunk({"time": -1}), ["model", "baseline"], **kwargs)
+    assert list(got["model"]) == ["rmse", "mae", "crps", "spread", "spread_skill",
+                                  "rank_histogram"]  # fmt: skip
+    assert list(got["baseline"]) == ["rmse", "mae", "crps"]
+    anomalies = (ds["model"].values - at_valid[:, None]).astype(np.float32)
+    observed = (ds["observed"].values - at_valid).astype(np.float32)
+    memory = ensemble_scores(anomalies, observed, [1, 3], lat_w)
+    for name, scores in got.items():
+        for key, by_lead in scores.items():
+            for lead, value in by_lead.items():
+                np.testing.assert_allclose(value, whole[name][key][lead], rtol=1e-6, atol=1e-7)
+                if name == "model" and key in memory:
+                    np.testing.assert_allclose(value, memory[key][lead], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(list(got["baseline"]["crps"].values()),
+                               list(got["baseline"]["mae"].values()), rtol=1e-6)  # fmt: skip
 
 
 # --------------------------------------------------------------------------- bounded memory
