@@ -143,8 +143,8 @@ def _sample_bytes(exp: Experiment, n_predictors: int) -> int:
     and the observations', every lead."""
     target = exp.raw[exp.cfg.data.target]
     grid = math.prod(s for d, s in target.sizes.items() if d != "time")
-    fields = n_predictors + 1 + max(exp.cfg.train.ensemble_members, 1) - 1
-    return 4 * fields * len(exp.cfg.data.leads) * grid
+    forecasts = n_predictors - 1 + max(exp.cfg.train.ensemble_members, 1)  # M model fields
+    return 4 * (forecasts + 1) * len(exp.cfg.data.leads) * grid
 
 
 # --------------------------------------------------------------------------- pass 1: forecasts
@@ -246,14 +246,12 @@ def _template(
     units = {"units": target.attrs.get("units", "")}
     data = {}
     for name in names:
-        m = members.get(name)
-        dims, size = (
-            (("time", "lead"), shape)
-            if m is None
-            else (("time", "member", "lead"), (shape[0], m, *shape[1:]))
-        )
-        zeros = da.zeros(size, np.float32, chunks=(steps, *size[1:]))
-        data[name] = ((*dims, *space), zeros, units)
+        dims, size = ("time", "lead", *space), shape
+        if name in members:  # (time, member, lead, *grid)
+            dims, size = (dims[0], "member", *dims[1:]), (shape[0], members[name], *shape[1:])
+        # dtype by keyword: dask.array.zeros takes no positional dtype (it would be float64)
+        zeros = da.zeros(size, dtype=np.float32, chunks=(steps, *size[1:]))
+        data[name] = (dims, zeros, units)
     if members:
         coords["member"] = np.arange(max(members.values()))
     return xr.Dataset(data, coords, attrs={"description": f"forecasts of {cfg.data.target}"})
@@ -404,13 +402,9 @@ def _chunk_statistics(plan: Plan, names: list[str], valid_time, *arrays) -> dict
         if plan.ensemble:
             ens = anom_f[:, None] if members is None else _member_anomalies(members, mean)
             calibration = members is not None and members.shape[1] >= 2
-            out[name] |= _numpy(
-                _ensemble_statistics(
-                    ens, anom_o, plan.weights, space=plan.space, fair=plan.fair,
-                    calibration=calibration,
-                    pooled=plan.pooled_ranks,
-                )
-            )  # fmt: skip
+            flags = {"fair": plan.fair, "calibration": calibration, "pooled": plan.pooled_ranks}
+            stats = _ensemble_statistics(ens, anom_o, plan.weights, space=plan.space, **flags)
+            out[name] |= _numpy(stats)
     return out
 
 

@@ -88,6 +88,7 @@ def test_out_of_core_scores_equal_the_in_memory_scores(in_memory, tiny_quickstar
     assert len(store["model"].chunks[0]) == -(-store.sizes["time"] // cfg.data.batch_size) > 2
     xr.testing.assert_allclose(store.load(), predictions, rtol=1e-6, atol=1e-6)
     assert store["model"].attrs == predictions["model"].attrs
+    assert store["model"].encoding["dtype"] == np.float32  # as the in-memory store
     # without save_predictions the store is scratch, removed after scoring
     quiet = dataclasses.replace(cfg, output=dataclasses.replace(cfg.output, save_predictions=False))
     shutil.rmtree(run / "predictions.zarr")
@@ -161,6 +162,7 @@ def test_an_ensemble_out_of_core_equals_the_in_memory_run(target, tiny_quickstar
     grid = () if target == "nino34" else ("lat", "lon")
     assert store["model"].dims == ("time", "member", "lead", *grid)
     assert store["persistence"].dims == ("time", "lead", *grid)
+    assert store["model"].encoding["dtype"] == store["observed"].encoding["dtype"] == np.float32
     assert len(store["model"].chunks[0]) > 2  # streamed in several chunks
     xr.testing.assert_allclose(store.load(), predictions, rtol=1e-6, atol=1e-6)
     assert (run / "rank_histogram.png").is_file()  # drawn from the streamed counts
