@@ -267,5 +267,3 @@ def pooled_crps(
     pooled_members = pooling.pool(members, size=scale, kind=pool, stride=stride)
     pooled_observed = pooling.pool(observed, size=scale, kind=pool, stride=stride)
     return crps_ensemble(pooled_members, pooled_observed, ensemble_axis=0, fair=fair)
-
-

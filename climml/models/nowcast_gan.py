@@ -397,7 +397,8 @@ class NowcastGenerator(nnx.Module):
         W/32, latent_channels)`` for inputs ``shape (B, T, H, W, C)``, so a generator trained on
         crops forecasts any grid whose sides are multiples of 32."""
         b, _, h, w, _ = shape
-        z = jax.random.normal(key, (b, h // GRID_MULTIPLE, w // GRID_MULTIPLE, self.latent_channels))
+        grid = (h // GRID_MULTIPLE, w // GRID_MULTIPLE)
+        z = jax.random.normal(key, (b, *grid, self.latent_channels))
         h = self.latent_in(z)
         for block in self.latent_blocks:
             h = block(h)

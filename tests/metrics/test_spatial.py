@@ -48,7 +48,8 @@ def test_fss_invariants(fields):
     np.testing.assert_allclose(cm.fss(o, o, threshold=1.0, window=3), 1.0)
     scores = [float(cm.fss(f, o, threshold=1.0, window=w)) for w in (1, 3, 9, 21)]
     assert scores == sorted(scores)  # a displaced forecast gains skill at larger scales
-    assert np.isnan(cm.fss(np.zeros((4, 4)), np.zeros((4, 4)), threshold=1.0, window=3))  # no events anywhere
+    no_events = np.zeros((4, 4))  # no events anywhere: FSS is undefined
+    assert np.isnan(cm.fss(no_events, no_events, threshold=1.0, window=3))
 
 
 def test_thresholds_vmap_and_pooled_sums_accumulate(fields):
